@@ -1,0 +1,1 @@
+"""LangGraph wiring: nodes, edges, interrupts, retry policies, the planner node."""

@@ -1,0 +1,34 @@
+"""`stratos` command line: one module per area registers its commands on the shared app."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from stratos_agent.cli.app import app, err_console
+from stratos_agent.errors import StratosError
+
+# Each module registers its commands on `app` when imported.
+_COMMAND_MODULES = ("doctor", "task", "synth", "train", "evaluate", "plan", "serve", "agent")
+
+
+def _register_commands() -> None:
+    for name in _COMMAND_MODULES:
+        try:
+            importlib.import_module(f"stratos_agent.cli.{name}")
+        except ModuleNotFoundError as exc:  # an area not built yet must not break the others
+            if exc.name != f"stratos_agent.cli.{name}":
+                raise
+
+
+def main() -> None:
+    """Console-script entry point: user-facing errors become one clean line, never a traceback."""
+    _register_commands()
+    try:
+        app()  # standalone mode: click prints usage errors itself and exits
+    except StratosError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(exc.exit_code)
+
+
+__all__ = ["app", "main"]

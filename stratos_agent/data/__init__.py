@@ -1,0 +1,1 @@
+"""Shipped data files (server catalog snapshot, datasheets), loaded with importlib.resources."""
