@@ -177,3 +177,61 @@ def parse_request(text: str) -> DistillationSpec:
     if not analysis.complete:
         raise IncompleteRequest(analysis)
     return analysis.to_spec()
+
+
+# Flat edit keys ("budget_usd=30") -> where they live in the spec.
+_EDIT_PATHS: dict[str, tuple[str, ...]] = {
+    **{k: ("constraints", k) for k in ("budget_usd", "p95_latency_ms", "min_accuracy", "clouds", "deadline_hours")},
+    **{k: ("traffic", k) for k in ("qps", "duration_days", "prompt_tokens", "output_tokens", "concurrency")},
+    **{k: (k,) for k in ("task", "metric", "preference", "teacher", "student", "data_size")},
+}
+_EDIT_ALIASES = {"budget": "budget_usd", "latency": "p95_latency_ms", "p95": "p95_latency_ms",
+                 "p95_ms": "p95_latency_ms", "accuracy": "min_accuracy", "deadline": "deadline_hours"}
+
+
+def _edit_value(key: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if key == "clouds":
+        return [c for c in re.split(r"[,\s]+", text) if c]
+    if key == "min_accuracy" and text.endswith("%"):
+        return float(text[:-1]) / 100.0
+    if key in {"teacher", "student"} and text.lower() in {"", "none", "auto"}:
+        return None
+    return text.lstrip("$").rstrip("%").strip() if key in _EDIT_PATHS and key not in {"task", "metric"} else text
+
+
+def apply_edits(spec: DistillationSpec, changes: dict[str, Any]) -> DistillationSpec:
+    """`spec` with flat edits applied (`{"budget_usd": "30", "clouds": "aws,gcp"}`), validated."""
+    data = spec.model_dump()
+    for raw_key, value in changes.items():
+        key = _EDIT_ALIASES.get(raw_key.strip().lower(), raw_key.strip().lower())
+        if key not in _EDIT_PATHS:
+            raise InputError(f"cannot edit {raw_key!r}; editable: {', '.join(sorted(_EDIT_PATHS))}")
+        *parents, leaf = _EDIT_PATHS[key]
+        target = data
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = _edit_value(key, value)
+    try:
+        return DistillationSpec.model_validate(data)
+    except ValueError as exc:
+        raise InputError(f"edit {changes} is not valid: {exc}") from exc
+
+
+def parse_edits(items: list[str]) -> dict[str, str]:
+    """`["budget_usd=30", "clouds=aws,gcp"]` -> dict; a malformed item names itself."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"edit {item!r} is not KEY=VALUE (e.g. budget_usd=30)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def edits_in_text(text: str) -> dict[str, Any]:
+    """Constraint changes stated in a chat message ("make the budget $30 and p95 under 200 ms")."""
+    analysis = analyse_request(text)
+    return {k: v for k, v in analysis.fields.items() if k in _EDIT_PATHS and k != "task"}

@@ -13,16 +13,15 @@ from typing import Annotated, Any, Literal, TypedDict
 from langchain_core.messages import AnyMessage
 
 Status = Literal[
-    "new", "needs_input", "planning", "awaiting_approval", "running", "done", "rejected", "failed"
+    "new", "needs_input", "planning", "running", "paused", "done", "rejected", "failed"
 ]
 
 # Lifecycle stages in order; each is produced by one tool and stored under the same state key.
 STAGES: tuple[str, ...] = ("servers", "pairs", "plan", "dataset", "model", "eval", "deployment")
 
-# Where each stage's record class lives once its owner has written it: (module, class name).
+# Where each single-record stage's class lives: (module, class name). `servers` and `pairs` hold
+# lists ({"profiles": [ServerProfile...]}, {"pairs": [PairScore...]}) and stay plain dicts.
 RECORD_CLASSES: dict[str, tuple[str, str]] = {
-    "servers": ("stratos_agent.records.servers", "ServerProfiles"),
-    "pairs": ("stratos_agent.records.plans", "PairScores"),
     "plan": ("stratos_agent.records.plans", "Plan"),
     "dataset": ("stratos_agent.records.data", "DatasetRef"),
     "model": ("stratos_agent.records.training", "TrainResult"),
@@ -48,15 +47,6 @@ class Approval(TypedDict, total=False):
     changes: dict[str, Any]
 
 
-class LedgerEntry(TypedDict, total=False):
-    stage: str
-    estimated_usd: float
-    actual_usd: float
-    wall_s: float
-    server: str
-    usd_per_hour: float
-
-
 class AgentState(TypedDict, total=False):
     """Everything one run knows. Small values and paths only; artifacts live in `run_dir`."""
 
@@ -65,20 +55,21 @@ class AgentState(TypedDict, total=False):
     request: str  # the user's words, as given (possibly grown by answers to questions)
     spec: dict[str, Any] | None  # DistillationSpec
     missing: list[str]  # essentials the request parser could not find
-    servers: dict[str, Any] | None  # ServerProfiles
-    pairs: dict[str, Any] | None  # PairScores
+    servers: dict[str, Any] | None  # {"profiles": [ServerProfile], ...}
+    pairs: dict[str, Any] | None  # {"pairs": [PairScore], ...}
     plan: dict[str, Any] | None  # Plan: Pareto front + chosen point + why
     dataset: dict[str, Any] | None  # DatasetRef
     model: dict[str, Any] | None  # TrainResult (student HF folder, adapter, curves)
     eval: dict[str, Any] | None  # EvalReport (student vs teacher on held-out items)
     deployment: dict[str, Any] | None  # Deployment (base_url, model, smoke result)
     approvals: dict[str, Approval]  # "plan" / "deploy"
-    ledger: list[LedgerEntry]
+    ledger: list[dict[str, Any]]  # stratos_agent.ledger.LedgerEntry dumps
     auto_approve: bool
     status: Status
     events: list[dict[str, Any]]  # planner fallbacks, guard refusals, retries: shown in the report
     errors: dict[str, int]  # failed attempts per tool, for the planner's bounded retries
     report: dict[str, str] | None  # {"html": path, "markdown": path}
+    inbox: str | None  # a chat message not yet read by the intake node
     messages: Annotated[list[AnyMessage], add_messages]
 
 
@@ -114,5 +105,5 @@ def initial_state(
         thread_id=thread_id, run_dir=run_dir, request=request, spec=spec, missing=[],
         servers=None, pairs=None, plan=None, dataset=None, model=None, eval=None, deployment=None,
         approvals={}, ledger=[], auto_approve=auto_approve, status="new", events=[], errors={},
-        report=None, messages=[],
+        report=None, inbox=None, messages=[],
     )

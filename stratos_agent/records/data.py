@@ -36,8 +36,9 @@ class DataCard(BaseModel):
     split_counts: dict[str, int] = Field(default_factory=dict)
     split_fractions: dict[str, float] = Field(default_factory=dict, description="Target share per split.")
     curriculum: bool = False
+    notes: list[str] = Field(default_factory=list, description="Shortfalls: exhausted buckets, attempt budget.")
     created_at: str = Field(description="UTC ISO time the dataset was finalised.")
-    elapsed_s: float = Field(description="Wall time summed over every (resumed) session of the run.")
+    elapsed_s: float = Field(description="Generate + verify wall time, summed over every (resumed) session.")
     sessions: int = Field(default=1, description="How many runs of the command it took (resumes + 1).")
     fingerprint: str = Field(description="sha256 over the canonical keys per split: same data, same print.")
 
@@ -49,8 +50,8 @@ class DataCard(BaseModel):
         lines = [
             f"# Data card: {self.task} ({self.mode} mode)",
             "",
-            f"- rows: {self.n_accepted} accepted of {self.attempted} attempted "
-            f"(yield {self.yield_rate:.1%}; {self.n_requested} requested)",
+            (f"- rows: {self.n_accepted} accepted of {self.attempted} attempted "
+             f"(yield {self.yield_rate:.1%}; {self.n_requested} requested)"),
             f"- teacher: {self.teacher or 'none (task solver)'}; style: {self.style or '-'}",
             f"- seed: {self.seed}; curriculum order: {self.curriculum}",
             f"- made: {self.created_at}, {self.elapsed_s:.1f} s over {self.sessions} session(s)",
@@ -72,6 +73,7 @@ class DataCard(BaseModel):
             f"| {b} | " + " | ".join(str(c.get(b, 0)) for c in self.difficulty_counts.values()) + " |"
             for b in buckets
         ]
+        lines += ["", "## Notes", ""] + ([f"- {note}" for note in self.notes] or ["- none"])
         lines += ["", "## Rejections", ""]
         lines += [f"- {reason}: {count}" for reason, count in sorted(self.rejections.items())] or ["- none"]
         return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ suit" -- are memoised; a 13-tile query is then 4 cached look-ups and a little bo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 from itertools import product
 
 from stratos_agent.tasks.tiles import N_KINDS
@@ -24,7 +24,7 @@ Decomposition = tuple[Group, ...]  # 4 melds + 1 pair, groups sorted
 _SUIT_SLICES = ((0, 9), (9, 18), (18, 27), (27, 34))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _decompositions(counts: tuple[int, ...], need_pair: bool, honors: bool) -> tuple[tuple[Group, ...], ...]:
     """All ways to split one suit (local indices) into melds (+ exactly one pair if `need_pair`)."""
     first = next((i for i, c in enumerate(counts) if c), None)
@@ -48,7 +48,7 @@ def _decompositions(counts: tuple[int, ...], need_pair: bool, honors: bool) -> t
     return tuple(found)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _decomposable(counts: tuple[int, ...], need_pair: bool, honors: bool) -> bool:
     """Like `_decompositions(...) != ()` but stops at the first success (the hot path)."""
     first = next((i for i, c in enumerate(counts) if c), None)
@@ -72,7 +72,7 @@ def _decomposable(counts: tuple[int, ...], need_pair: bool, honors: bool) -> boo
     return False
 
 
-@lru_cache(maxsize=None)
+@cache
 def _suit_state(counts: tuple[int, ...], honors: bool) -> tuple[int, bool, tuple[int, ...]]:
     """(size mod 3, complete as it stands, local tiles that would complete it if added).
 
@@ -91,6 +91,11 @@ def _suit_state(counts: tuple[int, ...], honors: bool) -> tuple[int, bool, tuple
                     waits.append(i)
                 after[i] -= 1
     return r, ok, tuple(waits)
+
+
+def suit_waits(counts: Sequence[int], honors: bool = False) -> tuple[int, ...]:
+    """Local tiles that complete one suit on its own (melds, + the pair if its size is 1 mod 3)."""
+    return _suit_state(tuple(counts), honors)[2]
 
 
 def _states(counts: Sequence[int]) -> list[tuple[int, bool, tuple[int, ...]]]:
@@ -130,18 +135,25 @@ def decompositions(counts: Sequence[int]) -> list[Decomposition]:
     if sum(counts) != 14:
         return []
     per_suit = []
+    pairs = 0
     for a, b in _SUIT_SLICES:
         local = tuple(counts[a:b])
         r = sum(local) % 3
-        if r == 1:
-            return []
-        ways = _decompositions(local, r == 2, a == 27)
+        pairs += r == 2
+        ways = _global_ways(local, a) if r != 1 else ()
         if not ways:
             return []
-        per_suit.append([tuple(tuple(a + t for t in g) for g in way) for way in ways])
-    if sum(sum(local) % 3 == 2 for local in (counts[a:b] for a, b in _SUIT_SLICES)) != 1:
+        per_suit.append(ways)
+    if pairs != 1:
         return []
     return sorted({tuple(sorted(g for part in combo for g in part)) for combo in product(*per_suit)})
+
+
+@cache
+def _global_ways(local: tuple[int, ...], base: int) -> tuple[tuple[Group, ...], ...]:
+    """A suit's decompositions with global tile indices (`base` = index of the suit's first tile)."""
+    ways = _decompositions(local, sum(local) % 3 == 2, base == 27)
+    return tuple(tuple(tuple(base + t for t in g) for g in way) for way in ways)
 
 
 def explain(counts13: Sequence[int]) -> dict[int, Decomposition]:

@@ -13,8 +13,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from stratos_agent.settings import get_settings
 from stratos_agent.tools.teachers.base import Prompt, Teacher, as_messages, request_key
+
+from stratos_agent.settings import get_settings
 
 
 class CachedTeacher:

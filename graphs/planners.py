@@ -1,0 +1,193 @@
+"""Planners: the chat models that decide the next tool call.
+
+- `RulePlanner` is the embedded default: a deterministic LangChain chat model that reads the run status
+  the planner node sends (the same message an LLM reads) and emits the same tool calls an LLM would.
+- `GuardedPlanner` wraps any chat model (ChatOpenAI against OpenAI/vLLM/SGLang/Ollama, or a scripted fake
+  in tests): an invalid or hallucinated tool call is answered with the validation error and retried a
+  bounded number of times; then the rule planner decides that one step, and the fallback is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import ValidationError
+
+from stratos_agent.graphs.toolset import Toolset
+
+STATUS_MARKER = "RUN STATUS (JSON):"
+
+
+def status_message(status: dict[str, Any]) -> HumanMessage:
+    """The per-turn status every planner reads (never stored in the conversation)."""
+    return HumanMessage(content=f"{STATUS_MARKER}\n{json.dumps(status, indent=1, default=str)}")
+
+
+def read_status(messages: Sequence[BaseMessage]) -> dict[str, Any]:
+    for message in reversed(messages):
+        text = message.content if isinstance(message.content, str) else ""
+        if text.startswith(STATUS_MARKER):
+            return json.loads(text[len(STATUS_MARKER):])
+    raise ValueError("the rule planner needs the run status message; none was sent")
+
+
+def _answer(status: dict[str, Any], question: str) -> str:
+    """A factual answer to a user's question in chat: what the plan is, why, and what comes next."""
+    parts = []
+    if status.get("plan_why"):
+        parts.append(f"Plan: {status.get('plan_label', '')}. Why: {status['plan_why']}")
+    else:
+        parts.append("No plan has been made yet.")
+    parts.append(f"Finished stages: {', '.join(status.get('done') or []) or 'none'}.")
+    if status.get("next_tool"):
+        parts.append(f"Next step: {status['next_tool']} {json.dumps(status.get('suggested_args') or {})}.")
+    if status.get("ledger"):
+        parts.append(f"Spent ${status['ledger'].get('spent_usd', 0):.2f} of "
+                     f"{status['ledger'].get('budget_usd') or 'no'} budget.")
+    return f"(You asked: {question.strip()!r}) " + " ".join(parts)
+
+
+def rule_decision(status: dict[str, Any]) -> AIMessage:
+    """The deterministic policy: the next unfinished stage, bounded retries, stop on budget refusals."""
+    if status.get("pending_question"):
+        return AIMessage(content=_answer(status, status["pending_question"]))
+    last_error = status.get("last_error") or {}
+    if last_error.get("kind") == "budget":
+        return AIMessage(content=f"Stopping: {last_error.get('message')} Edit the budget to continue "
+                                 "(`stratos approve THREAD --edit budget_usd=...`).")
+    tool = status.get("next_tool")
+    if not tool:
+        return AIMessage(content=status.get("summary") or "The run is complete.")
+    failures = (status.get("failures") or {}).get(tool, 0)
+    if failures >= status.get("max_retries", 2):
+        return AIMessage(content=f"Giving up on {tool} after {failures} failed attempts: "
+                                 f"{last_error.get('message', 'see the log')}")
+    call = {"name": tool, "args": status.get("suggested_args") or {}, "id": f"call_{uuid.uuid4().hex[:12]}",
+            "type": "tool_call"}
+    return AIMessage(content="", tool_calls=[call])
+
+
+class RulePlanner(BaseChatModel):
+    """Deterministic planner speaking the chat-model protocol (tool calls in an AIMessage)."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "stratos-rule-planner"
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=rule_decision(read_status(messages)))])
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> "RulePlanner":
+        return self  # it only ever calls the graph's own tools, named in the status
+
+
+def validation_problems(message: AIMessage, toolset: Toolset, status: dict[str, Any]) -> list[str]:
+    """Why a planner reply cannot be executed as is (empty list: it can)."""
+    problems = [f"could not parse the arguments of {bad.get('name')!r}: {bad.get('error') or bad.get('args')}"
+                for bad in getattr(message, "invalid_tool_calls", []) or []]
+    for call in message.tool_calls:
+        if call["name"] not in toolset:
+            problems.append(f"unknown tool {call['name']!r}; the tools are: {', '.join(toolset.names())}")
+            continue
+        try:
+            toolset[call["name"]].args.model_validate(call.get("args") or {})
+        except ValidationError as exc:
+            problems.append(f"invalid arguments for {call['name']}: {_short(exc)}")
+    if not message.tool_calls and not problems and status.get("next_tool") and not status.get("pending_question"):
+        if not (status.get("last_error") or {}).get("kind") == "budget":
+            problems.append(f"you answered without a tool call, but the run is not finished: the next step "
+                            f"is {status['next_tool']} (suggested arguments {status.get('suggested_args')})")
+    return problems
+
+
+def _short(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}" for e in exc.errors())
+
+
+@dataclass
+class PlannerTurn:
+    message: AIMessage
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class GuardedPlanner:
+    """Ask `model`; on an invalid reply explain the error and retry, then let the rule planner decide."""
+
+    model: BaseChatModel
+    toolset: Toolset
+    max_retries: int = 2
+    fallback: BaseChatModel = field(default_factory=RulePlanner)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, RulePlanner):
+            self._bound: Any = self.model
+        else:
+            self._bound = self.model.bind_tools(self.toolset.openai_tools())
+
+    @property
+    def is_rule(self) -> bool:
+        return isinstance(self.model, RulePlanner)
+
+    def decide(self, messages: list[BaseMessage], status: dict[str, Any]) -> PlannerTurn:
+        prompt = [*messages, status_message(status)]
+        if self.is_rule:
+            return PlannerTurn(self.model.invoke(prompt))
+        errors: list[str] = []
+        for attempt in range(self.max_retries + 1):
+            try:
+                reply = self._bound.invoke(prompt)
+            except Exception as exc:  # noqa: BLE001 - any planner failure falls back, and is logged
+                errors.append(f"attempt {attempt + 1}: planner call failed: {type(exc).__name__}: {exc}")
+                break
+            problems = validation_problems(reply, self.toolset, status)
+            if not problems:
+                return PlannerTurn(_clean(reply), [{"kind": "planner_retry", "errors": errors}] if errors else [])
+            errors.append(f"attempt {attempt + 1}: " + " | ".join(problems))
+            prompt = [*prompt, *_feedback(reply, problems)]
+        fallback = self.fallback.invoke([*messages, status_message(status)])
+        event = {"kind": "planner_fallback", "attempts": len(errors), "errors": errors,
+                 "decision": [c["name"] for c in fallback.tool_calls] or "final answer"}
+        return PlannerTurn(fallback, [event])
+
+
+def _clean(reply: AIMessage) -> AIMessage:
+    """Keep only what the graph needs (content + validated tool calls), so state stays serialisable."""
+    calls = [{"name": c["name"], "args": c.get("args") or {}, "id": c.get("id") or f"call_{uuid.uuid4().hex[:12]}",
+              "type": "tool_call"} for c in reply.tool_calls]
+    return AIMessage(content=reply.content if isinstance(reply.content, str) else str(reply.content),
+                     tool_calls=calls)
+
+
+def _feedback(reply: AIMessage, problems: list[str]) -> list[BaseMessage]:
+    """The error answer an invalid reply gets: a ToolMessage per call (the API requires one) + the rule."""
+    text = "Your last reply was invalid: " + " | ".join(problems) + (
+        ". Reply with exactly one call of one of the listed tools, with JSON arguments matching its schema.")
+    out: list[BaseMessage] = [_clean(reply)]
+    out += [ToolMessage(content=text, tool_call_id=c.get("id") or "invalid", status="error")
+            for c in out[0].tool_calls]
+    out.append(HumanMessage(content=text))
+    return out
+
+
+def make_llm_planner(model: str, base_url: str | None = None, api_key: str | None = None,
+                     timeout_s: float = 120.0) -> BaseChatModel:
+    """A ChatOpenAI planner for any OpenAI-compatible endpoint (OpenAI, vLLM, SGLang, llama.cpp, Ollama).
+
+    `base_url`/`api_key` default to OPENAI_BASE_URL / OPENAI_API_KEY; local servers accept any key.
+    """
+    from langchain_openai import ChatOpenAI
+
+    from stratos_agent.settings import get_settings
+
+    settings = get_settings()
+    key = api_key or (settings.openai_api_key.get_secret_value() if settings.openai_api_key else None)
+    return ChatOpenAI(model=model, base_url=base_url or settings.openai_base_url, api_key=key or "not-needed",
+                      temperature=0.0, timeout=timeout_s, max_retries=2)

@@ -1,0 +1,167 @@
+"""Run sessions: thread ids, run folders, and start / resume / approve / status over the graph.
+
+The CLI, the benchmarks and the tests all go through `AgentSession`, so a run started in one process
+(and killed) can be resumed from another with nothing but its thread id.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from langgraph.types import Command
+
+from stratos_agent.errors import InputError
+from stratos_agent.graphs.checkpoint import checkpoint_url, is_postgres, open_checkpointer
+from stratos_agent.settings import get_settings
+from stratos_agent.spec import DistillationSpec
+from stratos_agent.state import STAGES, initial_state
+
+RUN_INFO = "run.json"
+
+
+def new_thread_id(hint: str = "run") -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    word = "".join(ch for ch in hint.lower() if ch.isalnum())[:12] or "run"
+    return f"{word}-{stamp}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class RunOutcome:
+    """Where a run stands after an invocation: finished, or waiting at an interrupt."""
+
+    thread_id: str
+    status: str
+    values: dict[str, Any]
+    interrupt: dict[str, Any] | None = None
+    next_nodes: tuple[str, ...] = ()
+
+    def summary(self) -> dict[str, Any]:
+        """The one JSON object `stratos run --json` prints."""
+        v = self.values
+        plan = v.get("plan") or {}
+        ev = v.get("eval") or {}
+        dep = v.get("deployment") or {}
+        return {
+            "thread_id": self.thread_id, "status": self.status,
+            "waiting_for": (self.interrupt or {}).get("gate"),
+            "plan": plan.get("chosen"), "plan_why": plan.get("why"),
+            "student_accuracy": ev.get("student_accuracy"), "teacher_accuracy": ev.get("teacher_accuracy"),
+            "endpoint": {"base_url": dep.get("base_url"), "model": dep.get("model")} if dep else None,
+            "report": (v.get("report") or {}).get("html"),
+            "approvals_auto_skipped": v.get("auto_approve", False),
+            "run_dir": v.get("run_dir"),
+        }
+
+
+@dataclass
+class AgentSession:
+    """One thread of the agent graph, with its checkpointer opened per call."""
+
+    thread_id: str
+    runs_dir: Path = field(default_factory=lambda: get_settings().runs_dir)
+    checkpoint: str | None = None  # URL; None = SQLite in the run folder (or STRATOS_CHECKPOINT_URL)
+    graph_kwargs: dict[str, Any] = field(default_factory=dict)  # planner, toolset, spec_model, ...
+    on_event: Callable[[str, dict[str, Any]], None] | None = None  # (node, update) after each step
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.thread_id
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"configurable": {"thread_id": self.thread_id}}
+
+    @contextmanager
+    def graph(self) -> Iterator[Any]:
+        from stratos_agent.graphs.graph import build_graph
+
+        with open_checkpointer(self.run_dir, self.checkpoint) as saver:
+            yield build_graph(saver, **self.graph_kwargs)
+
+    def exists(self) -> bool:
+        return (self.run_dir / RUN_INFO).is_file()
+
+    def start(self, request: str | None = None, spec: DistillationSpec | dict | None = None,
+              auto_approve: bool = False) -> RunOutcome:
+        if self.exists():
+            raise InputError(f"run {self.thread_id} already exists in {self.run_dir}; use `stratos resume`")
+        if request is None and spec is None:
+            raise InputError("a run needs a request text or a spec")
+        spec_dict = DistillationSpec.model_validate(spec).model_dump(mode="json") if spec is not None else None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        url = checkpoint_url(self.checkpoint)
+        info = {"thread_id": self.thread_id, "request": request or (spec_dict or {}).get("request"),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "checkpoint": "postgres" if is_postgres(url) else "sqlite", "auto_approve": auto_approve}
+        (self.run_dir / RUN_INFO).write_text(json.dumps(info, indent=1))
+        state = initial_state(self.thread_id, str(self.run_dir), request or "", spec_dict, auto_approve)
+        return self._invoke(state)
+
+    def resume(self, answer: Any = None) -> RunOutcome:
+        """Continue after a crash (answer None) or answer the pending interrupt."""
+        self._require()
+        snapshot = self.outcome()
+        if answer is None and snapshot.interrupt is not None:
+            return snapshot  # still waiting for a human: nothing to do without an answer
+        if answer is not None and snapshot.interrupt is None:
+            raise InputError(f"run {self.thread_id} is not waiting for an answer (status {snapshot.status})")
+        if answer is None and not snapshot.next_nodes:
+            return snapshot  # finished
+        return self._invoke(None if answer is None else Command(resume=answer))
+
+    def send(self, text: str) -> RunOutcome:
+        """A chat message: a question, a constraint change, or 'continue'. Answers an interrupt if one waits."""
+        self._require()
+        snapshot = self.outcome()
+        if snapshot.interrupt is not None:
+            return self._invoke(Command(resume=text))
+        return self._invoke({"inbox": text})
+
+    def outcome(self) -> RunOutcome:
+        with self.graph() as graph:
+            return self._outcome(graph)
+
+    def _require(self) -> None:
+        if not self.exists():
+            raise InputError(f"no run {self.thread_id!r} in {self.runs_dir} (see `stratos runs`)")
+
+    def _invoke(self, payload: Any) -> RunOutcome:
+        with self.graph() as graph:
+            for chunk in graph.stream(payload, self.config, stream_mode="updates"):
+                for node, update in chunk.items():
+                    if self.on_event and node != "__interrupt__":
+                        self.on_event(node, update if isinstance(update, dict) else {})
+            return self._outcome(graph)
+
+    def _outcome(self, graph: Any) -> RunOutcome:
+        snap = graph.get_state(self.config)
+        values = dict(snap.values or {})
+        interrupts = [i.value for task in snap.tasks for i in (task.interrupts or ())]
+        status = values.get("status", "new")
+        if interrupts:
+            status = "needs_input" if interrupts[0].get("gate") == "clarify" else "awaiting_approval"
+        elif snap.next:
+            status = "interrupted"  # killed or stopped mid-run: `stratos resume` continues it
+        return RunOutcome(self.thread_id, status, values, interrupts[0] if interrupts else None, tuple(snap.next))
+
+
+def list_runs(runs_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every run folder with its info and the stages it finished (read from its checkpoint)."""
+    runs_dir = runs_dir or get_settings().runs_dir
+    rows = []
+    for info_path in sorted(runs_dir.glob(f"*/{RUN_INFO}")):
+        info = json.loads(info_path.read_text())
+        try:
+            outcome = AgentSession(info["thread_id"], runs_dir=runs_dir).outcome()
+            info.update(status=outcome.status, done=[s for s in STAGES if outcome.values.get(s) is not None])
+        except Exception as exc:  # noqa: BLE001 - one unreadable run must not hide the others
+            info.update(status=f"unreadable ({type(exc).__name__})", done=[])
+        rows.append(info)
+    return rows

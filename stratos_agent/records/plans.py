@@ -1,0 +1,84 @@
+"""Plan records: teacher/student pair scores, strategy decisions and the Pareto plan itself."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Strategy = Literal["alignment-seq", "alignment-logit", "injection"]
+
+
+class StrategyDecision(BaseModel):
+    """Which distillation strategy a pair should use, and the numbers behind the decision."""
+
+    strategy: Strategy
+    allowed: list[Strategy] = Field(description="Every strategy that is possible for this pair.")
+    reason: str
+    numbers: dict[str, Any] = Field(default_factory=dict)
+
+
+class PairScore(BaseModel):
+    """One teacher x student candidate, scored for the task (tools/pairing.py explains the formula)."""
+
+    teacher: str
+    student: str
+    probe_accuracy: float = Field(ge=0, le=1)
+    probe_source: Literal["measured", "prior"] = Field(
+        description="'measured' = forward-synthesis probe run; 'prior' = registry/heuristic when no probe ran."
+    )
+    teacher_usd_per_1k_tokens: float
+    student_params: int
+    capacity: float = Field(ge=0, le=1, description="Student accuracy ceiling for the task difficulty.")
+    tokenizer_match: bool
+    logit_kd: bool = Field(description="Logit-level KD possible (same tokenizer fingerprint).")
+    decision: StrategyDecision
+    expected_accuracy: float = Field(ge=0, le=1)
+    serving_p95_ms: float | None = None
+    serving_usd_per_1m_tokens: float | None = None
+    score: float
+
+
+class PlanPoint(BaseModel):
+    """One candidate plan: where to train+serve, which pair, which strategy, and its four objectives."""
+
+    server: str = Field(description="ServerOffer.id")
+    gpu: str
+    gpu_count: int
+    teacher: str
+    student: str
+    strategy: Strategy
+    lora_rank: int = Field(description="0 = full fine-tuning.")
+    data_size: int
+    replicas: int = Field(description="Server instances needed to carry the traffic.")
+    cost_usd: float
+    cost_training_usd: float
+    cost_serving_usd: float
+    cost_synthesis_usd: float
+    p95_ms: float
+    accuracy: float
+    train_hours: float
+    latency_source: Literal["measured", "modelled"]
+
+    def label(self) -> str:
+        rank = "full" if self.lora_rank == 0 else f"r{self.lora_rank}"
+        return f"{self.gpu}x{self.gpu_count} {self.student} <- {self.teacher} {self.strategy} {rank} n={self.data_size}"
+
+
+class Plan(BaseModel):
+    """The Pareto front over candidate plans, the chosen point and why."""
+
+    task: str
+    preference: str
+    chosen: PlanPoint | None = Field(description="None when no candidate satisfies the constraints.")
+    front: list[PlanPoint]
+    why: str = Field(description="One paragraph: what the choice traded for what (or why nothing fits).")
+    feasible: bool
+    binding_constraints: list[str] = Field(default_factory=list)
+    nearest_feasible: list[str] = Field(default_factory=list, description="Hints when infeasible.")
+    candidates: int
+    excluded: dict[str, int] = Field(default_factory=dict, description="Reason -> number of plans dropped.")
+    pairs: list[PairScore] = Field(default_factory=list)
+    catalog_date: str
+    catalog_age_days: int
+    created: str

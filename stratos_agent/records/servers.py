@@ -1,0 +1,111 @@
+"""Server records: catalog offers, hardware fingerprints, benchmark results and per-model profiles.
+
+Every throughput/latency figure carries `source`: `measured` (timed on real hardware) or `modelled`
+(predicted by the roofline model in tools/roofline.py), so a reader never mistakes a guess for data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Source = Literal["measured", "modelled"]
+
+
+class Figure(BaseModel):
+    """One number with its unit and where it comes from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: float
+    unit: str
+    source: Source
+
+    def __str__(self) -> str:
+        return f"{self.value:.4g} {self.unit} ({self.source})"
+
+
+class ServerOffer(BaseModel):
+    """One rentable (or local) machine: a catalog row joined with its GPU datasheet."""
+
+    provider: str = Field(description="aws, gcp, azure, lambda, runpod, ... or 'local' for this machine.")
+    instance_type: str
+    gpu: str = Field(description="GPU name as in gpu_datasheets.json; 'CPU' for a CPU-only machine.")
+    gpu_count: int = Field(ge=1, description="GPUs (or 1 for a CPU machine).")
+    gpu_memory_gb: float = Field(gt=0, description="Memory per GPU (or RAM usable by the CPU machine).")
+    region: str
+    on_demand_usd_h: float = Field(ge=0)
+    spot_usd_h: float | None = Field(default=None, ge=0)
+    mem_bw_gbps: float = Field(gt=0, description="Per-GPU peak memory bandwidth, GB/s.")
+    bf16_tflops: float = Field(gt=0, description="Per-GPU dense bf16 (fp32 on CPU) peak, TFLOP/s.")
+    interconnect: str = ""
+    vcpus: float | None = None
+    ram_gb: float | None = None
+    source: str = Field(description="Where the price/figures came from (URL, 'skypilot:<file>', 'measured').")
+    date: str = Field(description="ISO date the row was observed.")
+
+    @property
+    def id(self) -> str:
+        return f"{self.provider}:{self.instance_type}:{self.region}"
+
+    @property
+    def is_local(self) -> bool:
+        return self.provider == "local"
+
+
+class HardwareFingerprint(BaseModel):
+    """What makes two benchmark results comparable: same CPU/GPU, cores, threads and torch."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cpu_model: str
+    cores: int
+    threads: int
+    torch_version: str
+    gpu: str | None = None
+
+    @property
+    def key(self) -> str:
+        raw = f"{self.cpu_model}|{self.cores}|{self.threads}|{self.torch_version}|{self.gpu}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+class BenchResult(BaseModel):
+    """Measured serving figures of one model on one machine (tools/server_bench.py)."""
+
+    model: str
+    backend: Literal["transformers", "vllm"]
+    fingerprint: HardwareFingerprint
+    date: str
+    params: int = Field(description="Parameter count of the model that was timed.")
+    weight_bytes: int = Field(description="Bytes of weights read per decode step (dtype as served).")
+    kv_bytes_per_token: int
+    prompt_tokens: int
+    output_tokens: int
+    prefill_tok_s: float
+    decode_tok_s: dict[int, float] = Field(description="Batch size -> aggregate decode tokens/s.")
+    ttft_ms: float
+    p50_ms: float
+    p95_ms: float
+    requests: int
+    peak_mem_bw_gbps: float | None = Field(default=None, description="Measured stream bandwidth (CPU).")
+    peak_tflops: float | None = Field(default=None, description="Measured matmul peak (CPU).")
+    seconds: float = Field(description="Wall time the measurement took.")
+
+
+class ServerProfile(BaseModel):
+    """Serving figures of one model on one server offer, each labelled measured or modelled."""
+
+    offer: ServerOffer
+    model: str
+    fits: bool
+    fit_reason: str = Field(description="Why it fits or not: memory needed vs available.")
+    memory_needed_gb: float
+    prefill_tok_s: Figure | None = None
+    decode_tok_s: dict[int, Figure] = Field(default_factory=dict)
+    ttft_ms: Figure | None = None
+    p50_ms: Figure | None = None
+    p95_ms: Figure | None = None
+    capacity_qps: Figure | None = Field(default=None, description="Requests/s one instance sustains.")

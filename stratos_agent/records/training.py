@@ -1,0 +1,124 @@
+"""Training records: what to train (`TrainConfig`), whether it fits (`MemoryEstimate`), what came out
+(`StudentModel`).
+
+Records hold small values and paths only; weights, checkpoints and metrics live in the run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Method = Literal["sft", "grpo", "distill"]
+DistillMode = Literal["auto", "logit", "sequence"]
+
+
+class TrainConfig(BaseModel):
+    """One training run. The same config (same `run_name`) resumes; a finished run is returned as is."""
+
+    run_name: str = Field(description="Folder name under the runs dir; rerunning the same name resumes.")
+    base_model: str = Field(description="Registry id (e.g. 'smollm2-135m'), local HF folder or hub id.")
+    method: Method = "sft"
+    data: Path = Field(description="HF dataset folder (save_to_disk) or JSONL with prompt/completion columns.")
+    task: str | None = Field(default=None, description="Task pack for GRPO rewards (e.g. 'mahjong').")
+    data_card: str | None = Field(default=None, description="Path/URL of the dataset's data card.")
+    # Adapter vs full fine-tune: LoRA trains ~1-5% of weights (less memory, less forgetting); full FT
+    # moves every weight (more capacity for a genuinely new skill).
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    epochs: float = 1.0
+    max_steps: int = Field(default=-1, description="Overrides epochs when > 0.")
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_seq_len: int = 256
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 5
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    threads: int | None = Field(default=None, description="torch threads; None = settings/torch default.")
+    time_limit_s: float | None = Field(default=None, description="Stop (and save) after this many seconds.")
+    chat_template: str | None = Field(
+        default=None, description="Jinja chat template to train and ship with; None keeps the base model's."
+    )
+    # Distillation (knowledge alignment)
+    teacher_model: str | None = None
+    distill_mode: DistillMode = "auto"
+    kd_lmbda: float = Field(default=0.0, description="GKD on-policy fraction: share of steps on student samples.")
+    kd_beta: float = Field(default=0.5, description="Generalized JSD interpolation: 0 = forward KL, 1 = reverse KL.")
+    kd_temperature: float = 1.0
+    kd_weight: float = 1.0
+    ce_weight: float = Field(default=0.0, description="Weight of the plain LM (cross-entropy) term next to KD.")
+    # GRPO (reinforcement with verifiable rewards)
+    grpo_num_generations: int = 4
+    grpo_max_completion_len: int = 64
+    grpo_temperature: float = 1.0
+    grpo_beta: float = 0.0
+    reward_weights: dict[str, float] = Field(
+        default_factory=lambda: {"exact": 1.0, "partial": 0.5, "format": 0.2}
+    )
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the trained weights (threads and time limit do not)."""
+        payload = self.model_dump(mode="json", exclude={"threads", "time_limit_s", "logging_steps"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class MemoryEstimate(BaseModel):
+    """Bytes a run needs, by part, computed before anything is loaded."""
+
+    parameters: int
+    trainable_parameters: int
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    logits_bytes: int
+    teacher_bytes: int = 0
+    runtime_overhead_bytes: int
+    total_bytes: int
+    available_bytes: int
+    fits: bool
+
+    def summary(self) -> str:
+        gib = 1024**3
+        parts = (
+            f"weights {self.weights_bytes / gib:.2f} + grads {self.gradients_bytes / gib:.2f} + "
+            f"Adam {self.optimizer_bytes / gib:.2f} + activations {self.activations_bytes / gib:.2f} + "
+            f"logits {self.logits_bytes / gib:.2f} + teacher {self.teacher_bytes / gib:.2f} + "
+            f"runtime {self.runtime_overhead_bytes / gib:.2f}"
+        )
+        return f"{self.total_bytes / gib:.2f} GiB needed ({parts}) vs {self.available_bytes / gib:.2f} GiB available"
+
+
+class StudentModel(BaseModel):
+    """A trained model folder plus how it was made."""
+
+    run_dir: Path
+    model_dir: Path = Field(description="Plain HF folder (LoRA merged), ready for transformers/vLLM.")
+    adapter_dir: Path | None = Field(default=None, description="The LoRA adapter alone, when LoRA was used.")
+    base_model: str
+    method: Method
+    method_detail: str = Field(description="e.g. 'sft+lora', 'distill:logit(gkd)', 'distill:sequence'.")
+    config_fingerprint: str
+    global_step: int
+    resumed_from_step: int | None = None
+    train_loss: float | None = None
+    train_seconds: float
+    tokens_seen: int | None = None
+    peak_rss_bytes: int
+    memory_estimate: MemoryEstimate
+    metrics_csv: Path
+    loss_png: Path | None = None
+    fallback_reason: str | None = Field(default=None, description="Why logit KD fell back to sequence KD.")
+    config: TrainConfig

@@ -1,0 +1,225 @@
+"""A user's own data as a task pack: a JSONL of question/answer pairs plus a checker.
+
+    {"question": "What is 17 * 3?", "answer": "51", "rationale": "17 * 3 = 51.", "difficulty": 1}
+
+`question` and `answer` are required; `rationale` (a worked solution, used by solver-mode synthesis),
+`difficulty` (any label; becomes the difficulty bucket) and `pattern` (regex checker) are optional.
+Checkers: `exact` (equal up to surrounding/repeated whitespace), `numeric` (relative tolerance),
+`regex` (the line's `pattern` must fully match the answer; the line's own `answer` is checked
+against it on load), or `module:function` called as `function(predicted: str, answer) -> bool`.
+Options come from keyword arguments, else from a sidecar `<name>.pack.json` next to the file.
+Malformed lines are reported with line numbers and refused (`on_bad_line="fail"`, the default) or
+skipped and counted (`"skip"`); never silently dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import random
+import re
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import Any
+
+from stratos_agent.errors import InputError
+from stratos_agent.tasks.base import BaseTaskPack, TaskItem
+
+CHECKERS = ("exact", "numeric", "regex")
+ON_BAD_LINE = ("fail", "skip")
+_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_SHOWN_BAD_LINES = 5
+
+
+def _squash(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def parse_number(text: Any) -> float | None:
+    """A number from text such as '1,234.5', '$12', '40%', '-3e2'; None unless exactly one number."""
+    found = _NUMBER.findall(str(text))
+    if len(found) != 1:
+        return None
+    try:
+        return float(found[0].replace(",", ""))
+    except ValueError:
+        return None
+
+
+class JsonlTaskPack(BaseTaskPack):
+    """Question/answer pairs from a JSONL file, graded by the configured checker."""
+
+    rationale_styles = ("worked", "answer")  # worked: the line's rationale (if any) + the answer line
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        checker: str | None = None,
+        on_bad_line: str | None = None,
+        tolerance: float | None = None,
+        answer_prefix: str | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        config = self._sidecar_config()
+        self.checker = checker or config.get("checker", "exact")
+        self.on_bad_line = on_bad_line or config.get("on_bad_line", "fail")
+        self.tolerance = float(tolerance if tolerance is not None else config.get("tolerance", 1e-6))
+        self.answer_prefix = answer_prefix or config.get("answer_prefix", "Final answer:")
+        if self.on_bad_line not in ON_BAD_LINE:
+            raise InputError(f"--on-bad-line must be one of {', '.join(ON_BAD_LINE)}, got {self.on_bad_line!r}")
+        self._check = self._resolve_checker(self.checker)
+        self.name = f"jsonl:{self.path}"
+        self.description = f"Questions and answers from {self.path} ({self.checker} checker)."
+        self._marker = re.compile(re.escape(self.answer_prefix.rstrip(":").strip()) + r"\s*:?", re.IGNORECASE)
+        self.items, self.bad_lines = self._load()
+        self.skipped = len(self.bad_lines)
+        labels = {str(it.meta["difficulty"]): it.meta["difficulty"] for it in self.items}
+        self.difficulty_buckets: tuple[Hashable, ...] = tuple(sorted(labels, key=lambda s: (len(s), s)))
+        self._by_bucket: dict[Hashable, list[TaskItem]] = {b: [] for b in self.difficulty_buckets}
+        for item in self.items:
+            self._by_bucket[str(item.meta["difficulty"])].append(item)
+
+    # --- loading ------------------------------------------------------------------------------
+    def _sidecar_config(self) -> dict[str, Any]:
+        sidecar = self.path.with_name(self.path.stem + ".pack.json")
+        if not sidecar.is_file():
+            return {}
+        try:
+            config = json.loads(sidecar.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{sidecar}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+        unknown = set(config) - {"checker", "on_bad_line", "tolerance", "answer_prefix"}
+        if not isinstance(config, dict) or unknown:
+            raise InputError(f"{sidecar}: expected an object with checker, on_bad_line, tolerance, answer_prefix"
+                             + (f"; unknown keys {sorted(unknown)}" if unknown else ""))
+        return config
+
+    def _resolve_checker(self, checker: str) -> Callable[[str, TaskItem], bool]:
+        if checker in CHECKERS:
+            return getattr(self, f"_check_{checker}")
+        module_name, sep, attr = checker.partition(":")
+        if not sep:
+            raise InputError(f"unknown checker {checker!r}; use {', '.join(CHECKERS)} or module:function")
+        try:
+            function = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise InputError(f"checker {checker!r} cannot be imported ({exc})") from None
+        if not callable(function):
+            raise InputError(f"checker {checker!r} is not callable")
+        return lambda predicted, item: bool(function(predicted, item.answer))
+
+    def _load(self) -> tuple[list[TaskItem], list[str]]:
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: no such file")
+        items: list[TaskItem] = []
+        bad: list[str] = []
+        with self.path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                where = f"{self.path}:{lineno}"
+                try:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+                    items.append(self.from_public(row, where))
+                except InputError as exc:
+                    bad.append(str(exc))
+        if bad and self.on_bad_line == "fail":
+            shown = "; ".join(bad[:_SHOWN_BAD_LINES])
+            more = f" (and {len(bad) - _SHOWN_BAD_LINES} more)" if len(bad) > _SHOWN_BAD_LINES else ""
+            raise InputError(f"{len(bad)} malformed line(s): {shown}{more}; fix them or pass --on-bad-line skip")
+        if not items:
+            raise InputError(f"{self.path}: no usable question/answer lines")
+        return items, bad
+
+    def from_public(self, row: Any, where: str = "") -> TaskItem:
+        prefix = f"{where}: " if where else ""
+        if not isinstance(row, dict):
+            raise InputError(f"{prefix}expected a JSON object with question and answer")
+        question, answer = row.get("question"), row.get("answer")
+        if not isinstance(question, str) or not question.strip():
+            raise InputError(f"{prefix}missing or empty \"question\" (a string)")
+        if not isinstance(answer, str | int | float) or isinstance(answer, bool) or not str(answer).strip():
+            raise InputError(f"{prefix}missing \"answer\" (a string or number)")
+        if self.checker == "numeric" and parse_number(answer) is None:
+            raise InputError(f"{prefix}answer {answer!r} is not a number (numeric checker)")
+        meta: dict[str, Any] = {"difficulty": row.get("difficulty", "all")}
+        if self.checker == "regex":
+            pattern = row.get("pattern")
+            try:
+                compiled = re.compile(pattern) if isinstance(pattern, str) else None
+            except re.error as exc:
+                raise InputError(f"{prefix}bad regex in \"pattern\" ({exc})") from None
+            if compiled is None or not compiled.fullmatch(str(answer).strip()):
+                raise InputError(f"{prefix}regex checker needs a \"pattern\" that fully matches the answer")
+            meta["pattern"] = pattern
+        if isinstance(row.get("rationale"), str):
+            meta["rationale"] = row["rationale"]
+        if where:
+            meta["source"] = where
+        return TaskItem(task=self.name, question={"question": question}, answer=str(answer).strip(), meta=meta)
+
+    def to_public(self, item: TaskItem) -> dict[str, Any]:
+        row = {"question": item.question["question"], "answer": item.answer}
+        row.update({k: item.meta[k] for k in ("rationale", "difficulty", "pattern") if k in item.meta})
+        return row
+
+    # --- sampling and prompting ---------------------------------------------------------------
+    def sample_item(self, rng: random.Random, bucket: Hashable | None = None) -> TaskItem:
+        """A random line (of `bucket`); a finite file repeats, and synthesis drops the duplicates."""
+        return rng.choice(self._by_bucket[str(bucket)] if bucket is not None else self.items)
+
+    def render_prompt(self, item: TaskItem) -> str:
+        return f'{item.question["question"]}\n\nEnd with "{self.answer_prefix}" followed by the answer.'
+
+    def format_answer(self, answer: Any) -> str:
+        return f"{self.answer_prefix} {answer}"
+
+    def solver_rationale(self, item: TaskItem, style: str | None = None) -> str:
+        final = self.format_answer(item.answer)
+        if self.check_style(style) == "worked" and item.meta.get("rationale"):
+            return f"{item.meta['rationale'].rstrip()}\n{final}"
+        return final
+
+    # --- grading ------------------------------------------------------------------------------
+    def parse_answer(self, text: str) -> str | None:
+        """Text after the last answer marker (same line); without a marker only a one-line output
+        counts as the answer. Empty -> None (unparsable, scored wrong)."""
+        matches = list(self._marker.finditer(text))
+        if matches:
+            candidate = text[matches[-1].end():].split("\n", 1)[0]
+        elif "\n" not in text.strip():
+            candidate = text
+        else:
+            return None
+        candidate = candidate.strip().strip("*`").strip()
+        return candidate or None
+
+    def verify(self, item: TaskItem, answer: Any) -> bool:
+        return answer is not None and self._check(str(answer), item)
+
+    def _check_exact(self, predicted: str, item: TaskItem) -> bool:
+        return _squash(predicted) == _squash(item.answer)
+
+    def _check_numeric(self, predicted: str, item: TaskItem) -> bool:
+        got, want = parse_number(predicted), parse_number(item.answer)
+        return got is not None and want is not None and abs(got - want) <= self.tolerance * max(1.0, abs(want))
+
+    def _check_regex(self, predicted: str, item: TaskItem) -> bool:
+        return re.fullmatch(item.meta["pattern"], predicted.strip()) is not None
+
+    # --- difficulty and identity --------------------------------------------------------------
+    def difficulty(self, item: TaskItem) -> dict[str, Any]:
+        return {"label": item.meta["difficulty"]}
+
+    def difficulty_bucket(self, item: TaskItem) -> str:
+        return str(item.meta["difficulty"])
+
+    def canonical_key(self, item: TaskItem) -> str:
+        """Same question up to case and whitespace = same item (dedupe, split leakage)."""
+        digest = hashlib.sha256(_squash(item.question["question"]).casefold().encode("utf-8")).hexdigest()
+        return f"jsonl:{digest[:32]}"

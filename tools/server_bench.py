@@ -1,0 +1,274 @@
+"""Measure serving figures of candidate models on the hardware at hand.
+
+Per model: prefill tokens/s, decode tokens/s at batch 1/4/8, time to first token and p50/p95
+request latency for a fixed prompt/answer length. Through a vLLM (any OpenAI-compatible) server
+when a URL is given, else transformers with a hand-written KV-cached greedy loop (so each decode
+step is timed, not `generate`'s extras). Results are cached as JSON keyed by hardware fingerprint
+(CPU model, cores, threads, torch version, GPU) + model + backend + date.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+
+from stratos_agent.errors import InputError, ServiceError
+from stratos_agent.records.servers import BenchResult, HardwareFingerprint, ServerOffer
+from stratos_agent.settings import get_settings
+
+DEFAULT_BATCHES = (1, 4, 8)
+Progress = Callable[[str], None]
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+        if match:
+            return match.group(1).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def hardware_fingerprint(threads: int | None = None) -> HardwareFingerprint:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return HardwareFingerprint(cpu_model=_cpu_model(), cores=_cores(), threads=threads or torch.get_num_threads(),
+                               torch_version=torch.__version__, gpu=gpu)
+
+
+def bench_dir() -> Path:
+    return get_settings().cache_dir / "server-bench"
+
+
+def _cache_path(kind: str, fp: HardwareFingerprint, model: str = "", backend: str = "", day: str = "") -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+    return bench_dir() / f"{kind}-{fp.key}-{safe}-{backend}-{day}.json".replace("--", "-")
+
+
+def measure_peaks(threads: int, seconds: float = 1.0, force: bool = False) -> tuple[float, float]:
+    """Measured stream bandwidth (GB/s: bytes read + written by a large copy) and fp32 matmul TFLOP/s
+    with `threads` torch threads: the 'datasheet' of this machine, cached per fingerprint."""
+    import torch
+
+    torch.set_num_threads(threads)
+    fp = hardware_fingerprint(threads)
+    path = _cache_path("peaks", fp)
+    if path.exists() and not force:
+        data = json.loads(path.read_text())
+        return data["mem_bw_gbps"], data["tflops"]
+    src = torch.empty(64 * 2**20, dtype=torch.float32).fill_(1.0)  # 256 MiB: far beyond any cache
+    dst = torch.empty_like(src)
+    best_bw = 0.0
+    end = time.perf_counter() + seconds / 2
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        best_bw = max(best_bw, 2 * src.numel() * 4 / (time.perf_counter() - t0) / 1e9)
+    a = torch.randn(1024, 1024)
+    b = torch.randn(1024, 1024)
+    best_tf = 0.0
+    end = time.perf_counter() + seconds / 2
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best_tf = max(best_tf, 2 * 1024**3 / (time.perf_counter() - t0) / 1e12)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"mem_bw_gbps": best_bw, "tflops": best_tf, "fingerprint": fp.model_dump()}))
+    return best_bw, best_tf
+
+
+def local_offer(threads: int | None = None) -> ServerOffer:
+    """This machine as a server: measured peaks, RAM as memory, $0/h (already paid for)."""
+    import psutil
+    import torch
+
+    threads = threads or get_settings().threads or torch.get_num_threads()
+    bw, tflops = measure_peaks(threads)
+    ram = psutil.virtual_memory().total / 1e9
+    return ServerOffer(provider="local", instance_type=f"this-machine-{threads}t", gpu="CPU", gpu_count=1,
+                       gpu_memory_gb=ram, region="local", on_demand_usd_h=0.0, spot_usd_h=None,
+                       mem_bw_gbps=bw, bf16_tflops=tflops,
+                       interconnect=f"{_cpu_model()}, {_cores()} cores, {threads} torch threads (fp32)",
+                       vcpus=_cores(), ram_gb=ram, source="measured (stream copy + fp32 matmul)",
+                       date=date.today().isoformat())
+
+
+def _pcts(samples: Sequence[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    p95_index = min(len(ordered) - 1, max(0, round(0.95 * len(ordered) + 0.5) - 1))
+    return statistics.median(ordered), ordered[p95_index]
+
+
+def _kv_bytes_per_token(config, dtype_bytes: int) -> int:
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return int(config.num_hidden_layers * kv_heads * head_dim * 2 * dtype_bytes)
+
+
+def _bench_transformers(model_id: str, prompt_tokens: int, output_tokens: int, batches: Sequence[int],
+                        requests: int, progress: Progress) -> dict:
+    import torch
+
+    from stratos_agent.models import load_model_and_tokenizer
+
+    model, _tok = load_model_and_tokenizer(model_id)
+    model.eval()
+    params = sum(p.numel() for p in model.parameters())
+    dtype_bytes = next(model.parameters()).element_size()
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+
+    def prompt(batch: int) -> torch.Tensor:  # random token ids: the cost does not depend on the text
+        return torch.randint(100, vocab, (1, prompt_tokens), generator=gen).repeat(batch, 1)
+
+    @torch.inference_mode()
+    def run(batch: int, steps: int) -> tuple[float, list[float]]:
+        """(prefill seconds, seconds of each KV-cached decode step) of one greedy request batch."""
+        t0 = time.perf_counter()
+        out = model(prompt(batch), use_cache=True)
+        nxt = out.logits[:, -1:].argmax(-1)
+        prefill_s = time.perf_counter() - t0
+        cache, step_s = out.past_key_values, []
+        for _ in range(steps):
+            t1 = time.perf_counter()
+            out = model(nxt, past_key_values=cache, use_cache=True)
+            cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            step_s.append(time.perf_counter() - t1)
+        return prefill_s, step_s
+
+    progress("warm-up")
+    run(1, 2)
+    progress("prefill")
+    prefill = statistics.median(run(1, 0)[0] for _ in range(3))
+    decode: dict[int, float] = {}
+    for batch in batches:
+        progress(f"decode batch {batch}")
+        # Median step time: on a shared machine a few steps stall behind other processes.
+        decode[batch] = batch / statistics.median(run(batch, output_tokens)[1])
+    latencies, ttfts = [], []
+    for i in range(requests):
+        progress(f"request {i + 1}/{requests}")
+        pre, steps = run(1, output_tokens - 1)  # the first output token comes out of the prefill
+        ttfts.append(pre)
+        latencies.append(pre + sum(steps))
+    p50, p95 = _pcts(latencies)
+    return dict(params=params, weight_bytes=params * dtype_bytes,
+                kv_bytes_per_token=_kv_bytes_per_token(model.config, dtype_bytes),
+                prefill_tok_s=prompt_tokens / prefill, decode_tok_s=decode,
+                ttft_ms=statistics.median(ttfts) * 1e3, p50_ms=p50 * 1e3, p95_ms=p95 * 1e3)
+
+
+def _bench_vllm(url: str, model_id: str, served_name: str, prompt_tokens: int, output_tokens: int,
+                batches: Sequence[int], requests: int, progress: Progress) -> dict:
+    """Time an OpenAI-compatible server (vLLM: `ignore_eos` forces the answer length) with streaming."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from stratos_agent.models import get_registry
+
+    cand = get_registry().get(model_id)
+    if cand.parameters is None:
+        raise InputError(f"model {model_id!r} has no parameter count; cannot relate a vLLM timing to it")
+    body = {"model": served_name, "prompt": " hello" * prompt_tokens, "max_tokens": output_tokens,
+            "min_tokens": output_tokens, "ignore_eos": True, "temperature": 0.0, "stream": True}
+
+    def one() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        first = None
+        try:
+            with httpx.stream("POST", url.rstrip("/") + "/completions", json=body, timeout=120) as resp:
+                resp.raise_for_status()
+                for line in resp.iter_lines():
+                    if line.startswith("data:") and first is None:
+                        first = time.perf_counter() - t0
+        except httpx.HTTPError as exc:
+            raise ServiceError(f"vLLM server at {url} failed: {exc}") from exc
+        return first or 0.0, time.perf_counter() - t0
+
+    progress("warm-up")
+    one()
+    decode = {}
+    for batch in batches:
+        progress(f"decode batch {batch}")
+        with ThreadPoolExecutor(batch) as pool:
+            res = list(pool.map(lambda _: one(), range(batch)))
+        decode[batch] = batch * (output_tokens - 1) / max(lat - ttft for ttft, lat in res)
+    runs = [one() for _ in range(requests)]
+    ttft = statistics.median(r[0] for r in runs)
+    p50, p95 = _pcts([r[1] for r in runs])
+    return dict(params=cand.parameters, weight_bytes=cand.weight_bytes(2),
+                kv_bytes_per_token=cand.kv_cache_bytes_per_token(2) or 0,
+                prefill_tok_s=prompt_tokens / ttft, decode_tok_s=decode,
+                ttft_ms=ttft * 1e3, p50_ms=p50 * 1e3, p95_ms=p95 * 1e3)
+
+
+def bench_model(model_id: str, *, url: str | None = None, served_name: str | None = None,
+                prompt_tokens: int = 64, output_tokens: int = 16, batches: Sequence[int] = DEFAULT_BATCHES,
+                requests: int = 5, threads: int | None = None, force: bool = False,
+                progress: Progress | None = None) -> BenchResult:
+    """Measure (or reuse today's cached measurement of) one model on this hardware."""
+    import torch
+
+    if prompt_tokens < 1 or output_tokens < 2 or requests < 1 or any(b < 1 for b in batches):
+        raise InputError("prompt_tokens >= 1, output_tokens >= 2, requests >= 1 and batch sizes >= 1 are required")
+    threads = threads or get_settings().threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    fp = hardware_fingerprint(threads)
+    backend = "vllm" if url else "transformers"
+    day = date.today().isoformat()
+    path = _cache_path("bench", fp, model_id, backend, day)
+    if path.exists() and not force:
+        cached = BenchResult.model_validate_json(path.read_text())
+        if (cached.prompt_tokens, cached.output_tokens) == (prompt_tokens, output_tokens) and \
+                set(cached.decode_tok_s) == set(batches):
+            return cached
+    progress = progress or (lambda _msg: None)
+    start = time.perf_counter()
+    if url:
+        figures = _bench_vllm(url, model_id, served_name or model_id, prompt_tokens, output_tokens, batches,
+                              requests, progress)
+        peak_bw = peak_tf = None
+    else:
+        peak_bw, peak_tf = measure_peaks(threads)
+        figures = _bench_transformers(model_id, prompt_tokens, output_tokens, batches, requests, progress)
+    result = BenchResult(model=model_id, backend=backend, fingerprint=fp, date=day, prompt_tokens=prompt_tokens,
+                         output_tokens=output_tokens, requests=requests, peak_mem_bw_gbps=peak_bw,
+                         peak_tflops=peak_tf, seconds=time.perf_counter() - start, **figures)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(result.model_dump_json(indent=1))
+    tmp.replace(path)
+    return result
+
+
+def cached_results(fingerprint: HardwareFingerprint | None = None) -> list[BenchResult]:
+    """Every cached measurement (newest per fingerprint + model + backend), optionally for one machine."""
+    latest: dict[tuple[str, str, str], BenchResult] = {}
+    for path in sorted(bench_dir().glob("bench-*.json")):
+        try:
+            res = BenchResult.model_validate_json(path.read_text())
+        except ValueError:
+            continue  # a half-written or foreign file is not a measurement
+        key = (res.fingerprint.key, res.model, res.backend)
+        if key not in latest or res.date >= latest[key].date:
+            latest[key] = res
+    return [r for r in latest.values() if fingerprint is None or r.fingerprint.key == fingerprint.key]

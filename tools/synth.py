@@ -1,0 +1,298 @@
+"""Reverse synthesis: verified training data from answers that are correct by construction.
+
+Three modes share one loop (draw a chunk of items with known answers, write a completion for each,
+verify it, keep the verified ones):
+- `solver`:  the task pack writes the rationale from its own decomposition (the injected knowledge;
+             fast, always correct -- and still verified, so a pack bug cannot slip through);
+- `teacher`: the teacher sees the question AND the correct answer and writes the reasoning; the answer
+             parsed from its text must equal the known answer, else the row is rejected with a reason;
+- `forward`: the teacher answers cold; only verified answers are kept. Its yield is the teacher's
+             probe accuracy (`probe_teacher`), which the pairing tool uses.
+
+Determinism and resume: chunk k draws `pack.sample(size, seed=hash(seed, k), distribution)`, so a
+chunk is the same on every run; committed chunks are replayed from `partial.jsonl` and teacher calls
+come from the content-addressed cache, so a killed run continues without paying twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stratos_agent.prompts import load_prompt
+from stratos_agent.tools.synth_store import (
+    DEFAULT_SPLIT_FRACTIONS,
+    PartialLog,
+    check_config,
+    finalize,
+)
+from stratos_agent.tools.teachers import CachedTeacher, Teacher, make_teacher
+
+from stratos_agent.errors import InputError
+from stratos_agent.records.data import DatasetRef, ProbeResult, SynthMode
+from stratos_agent.tasks import TaskItem, TaskPack, get_task_pack
+from stratos_agent.tasks.base import EVEN, bucket_plan
+
+MODES: tuple[SynthMode, ...] = ("solver", "teacher", "forward")
+REVERSE_PROMPT = "synth_reverse"  # prompts/synth_reverse.txt: question + known answer -> reasoning
+REJECT_UNPARSABLE = "unparsable answer"
+REJECT_WRONG = "wrong answer"
+REJECT_DUPLICATE = "duplicate"
+REJECT_QUOTA = "difficulty bucket full"
+REJECT_SURPLUS = "surplus (target reached)"
+MIN_DRAWS_TO_CLOSE = 50  # draws of a bucket (or the task) without one new item = it is exhausted
+
+
+@dataclass
+class SynthProgress:
+    """Handed to the `progress` callback after every committed chunk."""
+
+    attempted: int
+    accepted: int
+    rejected: int
+    target: int
+    elapsed_s: float
+
+
+Distribution = Mapping[Hashable, float] | str | None
+
+
+def _chunk_seed(seed: int, chunk: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"synth:{seed}:{chunk}".encode()).digest()[:8], "big")
+
+
+def _resolve_pack(task: str | TaskPack) -> TaskPack:
+    return get_task_pack(task) if isinstance(task, str) else task
+
+
+def _cached(teacher: Teacher | None) -> CachedTeacher:
+    if teacher is None:
+        return make_teacher()
+    return teacher if isinstance(teacher, CachedTeacher) else CachedTeacher(teacher)
+
+
+def reverse_messages(pack: TaskPack, item: TaskItem) -> list[dict[str, str]]:
+    """The teacher-mode request: the student's question plus the known final answer line."""
+    text = load_prompt(REVERSE_PROMPT).format(
+        question=pack.render_prompt(item), answer_line=pack.format_answer(item.answer)
+    )
+    return [{"role": "user", "content": text}]
+
+
+def _completions(
+    mode: SynthMode, pack: TaskPack, items: list[TaskItem], teacher: CachedTeacher | None,
+    style: str | None, max_new_tokens: int, temperature: float, seed: int,
+) -> list[str]:
+    if mode == "solver":
+        return [pack.solver_rationale(item, style) for item in items]
+    assert teacher is not None
+    prompts = [reverse_messages(pack, it) if mode == "teacher" else pack.chat_messages(it) for it in items]
+    return teacher.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+
+
+def _check(pack: TaskPack, item: TaskItem, completion: str) -> str | None:
+    """None if the completion's final answer verifies, else the rejection reason."""
+    answer = pack.parse_answer(completion)
+    if answer is None:
+        return REJECT_UNPARSABLE
+    return None if pack.verify(item, answer) else REJECT_WRONG
+
+
+def _row(pack: TaskPack, item: TaskItem, key: str, bucket: Hashable, completion: str) -> dict[str, Any]:
+    return {
+        "prompt": pack.render_prompt(item),
+        "completion": completion,
+        "answer": pack.format_answer(item.answer),
+        "difficulty": str(bucket),
+        "level": pack.difficulty_buckets.index(bucket) if bucket in pack.difficulty_buckets else -1,
+        "key": key,
+        "item": item.model_dump_json(),
+    }
+
+
+class _Quota:
+    """Target rows per difficulty bucket, and the mix each chunk should draw (what is still missing).
+
+    A bucket that yields nothing but duplicates is closed at what it has and its share moves to the
+    open buckets: an even mix over 0-9 winning tiles asks for more distinct 9-wait hands than exist.
+    """
+
+    def __init__(self, pack: TaskPack, n: int, distribution: Mapping[Hashable, float] | str,
+                 counts: Counter, closed: set[Hashable]) -> None:
+        self.n, self.counts, self.closed = n, counts, closed
+        plan = Counter(bucket_plan(n, pack.difficulty_buckets, distribution))
+        self.weights = {b: plan[b] / n for b in pack.difficulty_buckets if plan[b]}
+        self.target: dict[Hashable, int] = {}
+        self._replan()
+
+    def _replan(self) -> None:
+        self.target = {b: self.counts[b] for b in self.closed if b in self.weights}
+        open_buckets = [b for b in self.weights if b not in self.closed]
+        if open_buckets:
+            rest = self.n - sum(self.target.values())
+            self.target.update(Counter(bucket_plan(rest, open_buckets, {b: self.weights[b] for b in open_buckets})))
+
+    def missing(self) -> dict[Hashable, int]:
+        return {b: t - self.counts[b] for b, t in self.target.items() if t > self.counts[b]}
+
+    def close_exhausted(self, drawn: Counter, fresh: Counter) -> None:
+        """Close buckets that had many draws this chunk and not one new item."""
+        dead = [b for b, k in drawn.items() if k >= MIN_DRAWS_TO_CLOSE and not fresh[b] and b in self.weights]
+        if dead:
+            self.closed.update(dead)
+            self._replan()
+
+
+def synthesize(
+    task: str | TaskPack,
+    n: int,
+    out_dir: str | Path,
+    *,
+    mode: SynthMode = "solver",
+    seed: int = 0,
+    teacher: Teacher | None = None,
+    distribution: Distribution = None,
+    curriculum: bool = False,
+    style: str | None = None,
+    chunk_size: int | None = None,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    max_attempts: int | None = None,
+    split_fractions: Mapping[str, float] | None = None,
+    progress: Callable[[SynthProgress], None] | None = None,
+) -> DatasetRef:
+    """Make `n` verified, deduplicated examples of `task` in `out_dir` and return the dataset.
+
+    `distribution` ("even" or bucket -> weight) fixes the difficulty mix of the accepted rows;
+    `curriculum` orders each split easy -> hard; `style` picks the pack's solver-rationale style
+    (solver mode). Teacher modes default to the bundled SmolLM2 teacher, cached on disk.
+    Stops after `max_attempts` candidates (default 20 n + 1000) even if fewer than `n` verified;
+    the data card then says so. Rerunning with the same arguments resumes; with others it refuses.
+    """
+    if mode not in MODES:
+        raise InputError(f"unknown synth mode {mode!r}; choose from {', '.join(MODES)}")
+    if n <= 0:
+        raise InputError(f"--n must be positive, got {n}")
+    if style is not None and mode != "solver":
+        raise InputError("--style picks the task's solver rationale; it applies to --mode solver only")
+    pack = _resolve_pack(task)
+    if mode == "solver":
+        style = style or pack.rationale_styles[0]  # resolved, so the config names what was used
+    fractions = dict(split_fractions or DEFAULT_SPLIT_FRACTIONS)
+    if set(fractions) != set(DEFAULT_SPLIT_FRACTIONS) or abs(sum(fractions.values()) - 1) > 1e-9:
+        raise InputError(f"split fractions must give train, val, test summing to 1; got {fractions}")
+    llm = _cached(teacher) if mode != "solver" else None
+    size = chunk_size or (500 if mode == "solver" else 16)
+    budget = max_attempts or 20 * n + 1000
+    out = Path(out_dir)
+    check_config(out, {
+        "task": pack.name, "mode": mode, "seed": seed, "teacher": llm.identity if llm else None,
+        "distribution": distribution if isinstance(distribution, str) or distribution is None
+        else {str(k): v for k, v in distribution.items()},
+        "style": style, "chunk_size": size, "max_new_tokens": max_new_tokens if llm else None,
+        "temperature": temperature if llm else None, "split_fractions": fractions,
+    })
+    log = PartialLog(out)
+    state = log.load()
+    label = {str(b): b for b in pack.difficulty_buckets}
+    rows = state.rows[:n]
+    seen = {r["key"] for r in rows}
+    counts = Counter(label.get(r["difficulty"], r["difficulty"]) for r in rows)
+    closed = {label[b] for b in state.closed}
+    quota = _Quota(pack, n, distribution, counts, closed) if distribution is not None else None
+    attempted, rejections, elapsed = state.attempted, state.rejections, state.elapsed_s
+    chunk, started, exhausted = state.next_chunk, False, False
+
+    while len(rows) < n and attempted < budget and not exhausted and (quota is None or quota.missing()):
+        t0 = time.perf_counter()
+        if not started:
+            log.start_session()
+            started = True
+        mix = quota.missing() if quota else None
+        items = pack.sample(min(size, budget - attempted), seed=_chunk_seed(seed, chunk), distribution=mix)
+        rejected: Counter = Counter()
+        drawn: Counter = Counter()
+        todo: list[tuple[TaskItem, str, Hashable]] = []
+        todo_keys: set[str] = set()
+        for item in items:  # cheap filters first: no teacher call for a duplicate or a full bucket
+            key, bucket = pack.canonical_key(item), pack.difficulty_bucket(item)
+            drawn[bucket] += 1
+            if key in seen or key in todo_keys:
+                rejected[REJECT_DUPLICATE] += 1
+            elif mix is not None and sum(b == bucket for _, _, b in todo) >= mix.get(bucket, 0):
+                rejected[REJECT_QUOTA] += 1
+            else:
+                todo.append((item, key, bucket))
+                todo_keys.add(key)
+        completions = _completions(mode, pack, [t[0] for t in todo], llm, style, max_new_tokens, temperature, seed)
+        fresh: list[dict[str, Any]] = []
+        for (item, key, bucket), completion in zip(todo, completions, strict=True):
+            if len(rows) + len(fresh) >= n:
+                rejected[REJECT_SURPLUS] += 1
+            elif reason := _check(pack, item, completion):
+                rejected[reason] += 1
+            else:
+                fresh.append(_row(pack, item, key, bucket, completion))
+                seen.add(key)
+                counts[bucket] += 1
+        if quota:
+            quota.close_exhausted(drawn, Counter(b for _, _, b in todo))
+        else:  # a finite task (a user's JSONL) runs dry: stop instead of drawing duplicates forever
+            exhausted = len(items) >= MIN_DRAWS_TO_CLOSE and rejected[REJECT_DUPLICATE] == len(items)
+        dt = time.perf_counter() - t0
+        log.commit_chunk(chunk, fresh, len(items), rejected, dt, sorted(map(str, closed)))
+        rows += fresh
+        attempted += len(items)
+        rejections.update(rejected)
+        elapsed += dt
+        chunk += 1
+        if progress:
+            progress(SynthProgress(attempted, len(rows), attempted - len(rows), n, elapsed))
+
+    notes = [f"difficulty bucket {b} ran out of distinct items at {counts[b]} rows; its share went to the others"
+             for b in sorted(closed, key=str)]
+    bad_lines = getattr(pack, "bad_lines", [])  # a user JSONL read with on_bad_line="skip"
+    if bad_lines:
+        notes.append(f"skipped {len(bad_lines)} malformed input line(s); first: {bad_lines[0]}")
+    if exhausted:
+        notes.append(f"the task ran out of distinct items after {len(seen)}")
+    if len(rows) < n:
+        notes.append(f"stopped at {len(rows)} of {n} rows after {attempted} attempts (budget {budget})")
+    card_fields = {
+        "task": pack.name, "mode": mode, "seed": seed, "teacher": llm.identity if llm else None,
+        "style": style, "n_requested": n, "n_accepted": len(rows), "attempted": attempted,
+        "rejections": dict(rejections), "sessions": state.sessions + started, "elapsed_s": round(elapsed, 3),
+        "difficulty_target": None if quota is None else {str(b): w for b, w in quota.weights.items()},
+        "notes": notes,
+    }
+    return finalize(out, pack, rows, card_fields, fractions, seed, curriculum)
+
+
+def probe_teacher(
+    pack: str | TaskPack, teacher: Teacher | None, n: int = 32, seed: int = 0, *,
+    max_new_tokens: int = 256, temperature: float = 0.0,
+) -> ProbeResult:
+    """The teacher's cold accuracy on `n` fresh items (= forward-synthesis yield). Cached: probing
+    the same teacher on the same items again costs nothing."""
+    if n <= 0:
+        raise InputError(f"a probe needs at least one item, got n={n}")
+    task_pack = _resolve_pack(pack)
+    llm = _cached(teacher)
+    t0 = time.perf_counter()
+    items = task_pack.sample(n, seed=_chunk_seed(seed, -1))
+    texts = _completions("forward", task_pack, items, llm, None, max_new_tokens, temperature, seed)
+    reasons = [_check(task_pack, item, text) for item, text in zip(items, texts, strict=True)]
+    correct = reasons.count(None)
+    return ProbeResult(
+        task=task_pack.name, teacher=llm.identity, n=n, seed=seed, correct=correct,
+        unparsable=reasons.count(REJECT_UNPARSABLE), accuracy=correct / n,
+        elapsed_s=round(time.perf_counter() - t0, 3),
+    )
+
+
+__all__ = ["EVEN", "MODES", "SynthProgress", "probe_teacher", "reverse_messages", "synthesize"]
