@@ -27,16 +27,21 @@ from pathlib import Path
 import torch
 
 from stratos_agent.models import load_model_and_tokenizer
-from stratos_agent.models.derived import block_influence, drop_layers, every_other_layer, most_influential_half
+from stratos_agent.models.derived import (
+    block_influence,
+    drop_layers,
+    every_other_layer,
+    most_influential_half,
+)
 
 RESULTS = Path(__file__).parent / "results" / "models_student_init.json"
 PROSE = (
-    "Once upon a time, there was a little girl who lived in a village near the forest. Whenever she went "
-    "out, the little girl wore a red riding cloak, so everyone in the village called her Little Red Riding Hood.",
-    "The mitochondrion is an organelle found in most eukaryotic cells. It generates most of the chemical "
-    "energy needed to power the cell's biochemical reactions, stored in adenosine triphosphate.",
-    "To make a cup of tea, boil fresh water, pour it over the leaves or a tea bag, wait three to five "
-    "minutes, then remove the leaves. Add milk or lemon if you like.",
+    ("Once upon a time, there was a little girl who lived in a village near the forest. Whenever she went "
+    "out, the little girl wore a red riding cloak, so everyone in the village called her Little Red Riding Hood."),
+    ("The mitochondrion is an organelle found in most eukaryotic cells. It generates most of the chemical "
+    "energy needed to power the cell's biochemical reactions, stored in adenosine triphosphate."),
+    ("To make a cup of tea, boil fresh water, pour it over the leaves or a tea bag, wait three to five "
+    "minutes, then remove the leaves. Add milk or lemon if you like."),
 )
 
 

@@ -13,10 +13,10 @@ from typing import Any
 from langchain_core.language_models.chat_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import RetryPolicy
-
 from stratos_agent.graphs.nodes import AgentRuntime, Nodes, is_transient
 from stratos_agent.graphs.planners import GuardedPlanner, RulePlanner
 from stratos_agent.graphs.toolset import Toolset
+
 from stratos_agent.state import AgentState
 
 RECURSION_LIMIT = 200  # supersteps per invocation: the lifecycle plus retries and re-plans stays well under

@@ -14,10 +14,11 @@ import logging
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -25,12 +26,12 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.errors import NodeError
 from langgraph.types import Command, interrupt
 from pydantic import ValidationError
+from stratos_agent.graphs.planners import GuardedPlanner
+from stratos_agent.graphs.toolset import ToolContext, Toolset, ToolSpec
+from stratos_agent.prompts import load_prompt
 
 from stratos_agent.errors import ServiceError, StratosError
-from stratos_agent.graphs.planners import GuardedPlanner
-from stratos_agent.graphs.toolset import ToolContext, ToolSpec, Toolset
 from stratos_agent.ledger import Ledger, LedgerEntry
-from stratos_agent.prompts import load_prompt
 from stratos_agent.request_parser import RequestAnalysis, analyse_request, apply_edits, edits_in_text
 from stratos_agent.spec import DistillationSpec
 from stratos_agent.state import STAGES, AgentState
@@ -50,7 +51,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -103,6 +104,7 @@ class AgentRuntime:
             "pending_question": last.content if isinstance(last, HumanMessage) and len(state["messages"]) > 1
             and "?" in str(last.content) else None,
             "plan_label": _label(chosen), "plan_why": plan.get("why"),
+            "plan_feasible": plan.get("feasible", True) if plan else None,
             "ledger": {"spent_usd": round(ledger.spent_usd, 4), "budget_usd": ledger.budget_usd},
             "summary": _summary(state),
         }
@@ -192,8 +194,10 @@ class Nodes:
         inbox = state.get("inbox")
         if inbox:
             update["inbox"] = None
+            update["errors"] = {}  # a human turn is a fresh start for the planner's retry budget
         if state.get("spec"):
             spec = DistillationSpec.model_validate(state["spec"])
+            update["spec"] = spec.model_dump(mode="json")  # a spec object from the Python API -> plain JSON
             if inbox:
                 update["messages"] = [HumanMessage(content=inbox)]
                 changes = edits_in_text(inbox)
@@ -258,9 +262,11 @@ class Nodes:
 
     def route_after_planner(self, state: AgentState) -> str:
         calls = _pending_calls(state)
-        if not calls:
-            return "report"
         approvals = state.get("approvals") or {}
+        plan = state.get("plan") or {}
+        if not calls:
+            stuck = plan and not plan.get("feasible", True) and "plan" not in approvals
+            return "approve_plan" if stuck and not state.get("auto_approve") else "report"
         names = {c["name"] for c in calls if c["name"] in self.rt.toolset}
         specs = [self.rt.toolset[n] for n in names]
         if any(s.spends for s in specs) and state.get("plan") and "plan" not in approvals:
@@ -320,7 +326,7 @@ class Nodes:
             start = time.perf_counter()
             try:
                 outcome = spec.run(ctx, args)
-            except Exception as exc:  # noqa: BLE001 - transient ones go to RetryPolicy, the rest to the planner
+            except Exception as exc:
                 if is_transient(exc):
                     raise
                 _log_failure(run_dir, spec.name, exc)
@@ -377,8 +383,10 @@ class Nodes:
         plan = state.get("plan") or {}
         chosen = plan.get("chosen") or {}
         payload = {
-            "gate": "plan", "thread_id": state.get("thread_id"),
-            "question": "Approve this plan before anything spends money?",
+            "gate": "plan", "thread_id": state.get("thread_id"), "feasible": plan.get("feasible", True),
+            "nearest_feasible": plan.get("nearest_feasible"),
+            "question": "Approve this plan before anything spends money?" if plan.get("feasible", True) else
+            "No plan meets the constraints. Edit them (e.g. edit budget_usd=50) or reject.",
             "plan": _label(chosen), "why": plan.get("why"),
             "estimate": {k: chosen.get(k) for k in ("cost_usd", "cost_training_usd", "cost_serving_usd",
                                                     "cost_synthesis_usd", "train_hours", "p95_ms", "accuracy")},
@@ -410,6 +418,8 @@ class Nodes:
             return Command(goto="tools", update={"approvals": approvals, "status": "running"})
         answer = interrupt(payload)
         decision, changes, note = parse_decision(answer)
+        if decision == "approve" and gate == "plan" and not (state.get("plan") or {}).get("feasible", True):
+            decision, note = "reject", "an infeasible plan cannot be approved; edit the constraints instead"
         if decision == "approve":
             approvals[gate] = {"decision": "approve", "auto": False, "at": now(), "note": note}
             return Command(goto="tools", update={"approvals": approvals, "status": "running"})

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ValidationError
-
 from stratos_agent.graphs.toolset import Toolset
 
 STATUS_MARKER = "RUN STATUS (JSON):"
@@ -57,6 +57,9 @@ def rule_decision(status: dict[str, Any]) -> AIMessage:
     """The deterministic policy: the next unfinished stage, bounded retries, stop on budget refusals."""
     if status.get("pending_question"):
         return AIMessage(content=_answer(status, status["pending_question"]))
+    if status.get("plan_feasible") is False:
+        return AIMessage(content=f"No plan satisfies the constraints: {status.get('plan_why')} "
+                                 "Edit them to continue (`stratos approve THREAD --edit KEY=VALUE`).")
     last_error = status.get("last_error") or {}
     if last_error.get("kind") == "budget":
         return AIMessage(content=f"Stopping: {last_error.get('message')} Edit the budget to continue "
@@ -84,7 +87,7 @@ class RulePlanner(BaseChatModel):
                   **kwargs: Any) -> ChatResult:
         return ChatResult(generations=[ChatGeneration(message=rule_decision(read_status(messages)))])
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> "RulePlanner":
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> RulePlanner:
         return self  # it only ever calls the graph's own tools, named in the status
 
 
@@ -100,10 +103,11 @@ def validation_problems(message: AIMessage, toolset: Toolset, status: dict[str, 
             toolset[call["name"]].args.model_validate(call.get("args") or {})
         except ValidationError as exc:
             problems.append(f"invalid arguments for {call['name']}: {_short(exc)}")
-    if not message.tool_calls and not problems and status.get("next_tool") and not status.get("pending_question"):
-        if not (status.get("last_error") or {}).get("kind") == "budget":
-            problems.append(f"you answered without a tool call, but the run is not finished: the next step "
-                            f"is {status['next_tool']} (suggested arguments {status.get('suggested_args')})")
+    stops_on_budget = (status.get("last_error") or {}).get("kind") == "budget"
+    if not message.tool_calls and not problems and status.get("next_tool") and not status.get("pending_question") \
+            and not stops_on_budget and status.get("plan_feasible") is not False:
+        problems.append(f"you answered without a tool call, but the run is not finished: the next step "
+                        f"is {status['next_tool']} (suggested arguments {status.get('suggested_args')})")
     return problems
 
 

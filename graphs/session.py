@@ -7,27 +7,30 @@ The CLI, the benchmarks and the tests all go through `AgentSession`, so a run st
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 from langgraph.types import Command
+from stratos_agent.graphs.checkpoint import checkpoint_url, is_postgres, open_checkpointer
 
 from stratos_agent.errors import InputError
-from stratos_agent.graphs.checkpoint import checkpoint_url, is_postgres, open_checkpointer
 from stratos_agent.settings import get_settings
 from stratos_agent.spec import DistillationSpec
 from stratos_agent.state import STAGES, initial_state
 
 RUN_INFO = "run.json"
+PID_FILE = "agent.pid"
 
 
 def new_thread_id(hint: str = "run") -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     word = "".join(ch for ch in hint.lower() if ch.isalnum())[:12] or "run"
     return f"{word}-{stamp}-{secrets.token_hex(2)}"
 
@@ -98,7 +101,7 @@ class AgentSession:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         url = checkpoint_url(self.checkpoint)
         info = {"thread_id": self.thread_id, "request": request or (spec_dict or {}).get("request"),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "checkpoint": "postgres" if is_postgres(url) else "sqlite", "auto_approve": auto_approve}
         (self.run_dir / RUN_INFO).write_text(json.dumps(info, indent=1))
         state = initial_state(self.thread_id, str(self.run_dir), request or "", spec_dict, auto_approve)
@@ -113,6 +116,8 @@ class AgentSession:
         if answer is not None and snapshot.interrupt is None:
             raise InputError(f"run {self.thread_id} is not waiting for an answer (status {snapshot.status})")
         if answer is None and not snapshot.next_nodes:
+            if snapshot.status in ("failed", "paused"):  # try again: a new message resets the retry counts
+                return self._invoke({"inbox": "continue: retry the step that failed"})
             return snapshot  # finished
         return self._invoke(None if answer is None else Command(resume=answer))
 
@@ -133,12 +138,24 @@ class AgentSession:
             raise InputError(f"no run {self.thread_id!r} in {self.runs_dir} (see `stratos runs`)")
 
     def _invoke(self, payload: Any) -> RunOutcome:
-        with self.graph() as graph:
-            for chunk in graph.stream(payload, self.config, stream_mode="updates"):
-                for node, update in chunk.items():
-                    if self.on_event and node != "__interrupt__":
-                        self.on_event(node, update if isinstance(update, dict) else {})
-            return self._outcome(graph)
+        pid_file = self.run_dir / PID_FILE
+        pid_file.write_text(str(os.getpid()))  # lets `status` tell "running" from "interrupted"
+        try:
+            with self.graph() as graph:
+                for chunk in graph.stream(payload, self.config, stream_mode="updates"):
+                    for node, update in chunk.items():
+                        if self.on_event and node != "__interrupt__":
+                            self.on_event(node, update if isinstance(update, dict) else {})
+                return self._outcome(graph)
+        finally:
+            pid_file.unlink(missing_ok=True)
+
+    def _running_elsewhere(self) -> bool:
+        try:
+            pid = int((self.run_dir / PID_FILE).read_text())
+        except (OSError, ValueError):
+            return False
+        return pid != os.getpid() and psutil.pid_exists(pid)
 
     def _outcome(self, graph: Any) -> RunOutcome:
         snap = graph.get_state(self.config)
@@ -148,7 +165,8 @@ class AgentSession:
         if interrupts:
             status = "needs_input" if interrupts[0].get("gate") == "clarify" else "awaiting_approval"
         elif snap.next:
-            status = "interrupted"  # killed or stopped mid-run: `stratos resume` continues it
+            # killed or stopped mid-run (`stratos resume` continues it), unless a live process is on it
+            status = "running" if self._running_elsewhere() else "interrupted"
         return RunOutcome(self.thread_id, status, values, interrupts[0] if interrupts else None, tuple(snap.next))
 
 

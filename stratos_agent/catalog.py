@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -46,7 +47,7 @@ class Catalog:
 
     @property
     def age_days(self) -> int:
-        return (datetime.now(timezone.utc).date() - date.fromisoformat(self.date)).days
+        return (datetime.now(UTC).date() - date.fromisoformat(self.date)).days
 
     def gpus(self) -> list[str]:
         return sorted({o.gpu for o in self.offers})
@@ -69,8 +70,16 @@ def canonical_gpu(name: str) -> str:
     for known in sheets:
         if squash == known.upper() or squash == known.upper().replace("-", ""):
             return known
-    aliases = {"4090": "RTX4090", "RTX-4090": "RTX4090", "RTXA6000": "A6000", "A100": "A100-40GB",
-               "A10G-24GB": "A10G", "A100-80": "A100-80GB", "A100-40": "A100-40GB", "CPU": "CPU"}
+    aliases = {
+        "4090": "RTX4090",
+        "RTX-4090": "RTX4090",
+        "RTXA6000": "A6000",
+        "A100": "A100-40GB",
+        "A10G-24GB": "A10G",
+        "A100-80": "A100-80GB",
+        "A100-40": "A100-40GB",
+        "CPU": "CPU",
+    }
     if squash in aliases:
         return aliases[squash]
     raise InputError(f"unknown GPU {name!r}; known GPUs: {', '.join(sorted(sheets))}")
@@ -79,12 +88,21 @@ def canonical_gpu(name: str) -> str:
 def _offer_from_row(row: dict, sheets: dict[str, dict]) -> ServerOffer:
     sheet = sheets[row["gpu"]]
     return ServerOffer(
-        provider=row["provider"], instance_type=row["instance_type"], gpu=row["gpu"],
-        gpu_count=int(row["gpu_count"]), gpu_memory_gb=sheet["memory_gb"], region=row["region"],
-        on_demand_usd_h=row["on_demand_usd_h"], spot_usd_h=row.get("spot_usd_h"),
-        mem_bw_gbps=sheet["mem_bw_gbps"], bf16_tflops=sheet["bf16_tflops"],
-        interconnect=sheet.get("interconnect", ""), vcpus=row.get("vcpus"), ram_gb=row.get("ram_gb"),
-        source=row["source"], date=row["date"],
+        provider=row["provider"],
+        instance_type=row["instance_type"],
+        gpu=row["gpu"],
+        gpu_count=int(row["gpu_count"]),
+        gpu_memory_gb=sheet["memory_gb"],
+        region=row["region"],
+        on_demand_usd_h=row["on_demand_usd_h"],
+        spot_usd_h=row.get("spot_usd_h"),
+        mem_bw_gbps=sheet["mem_bw_gbps"],
+        bf16_tflops=sheet["bf16_tflops"],
+        interconnect=sheet.get("interconnect", ""),
+        vcpus=row.get("vcpus"),
+        ram_gb=row.get("ram_gb"),
+        source=row["source"],
+        date=row["date"],
     )
 
 
@@ -150,7 +168,10 @@ def cloud_python() -> Path | None:
     """The python of the SkyPilot venv (.venv-cloud next to the working dir or the repo), if any."""
     env = os.environ.get("STRATOS_CLOUD_PYTHON")
     candidates = [Path(env)] if env else []
-    candidates += [Path.cwd() / ".venv-cloud/bin/python", Path(__file__).resolve().parents[1] / ".venv-cloud/bin/python"]
+    candidates += [
+        Path.cwd() / ".venv-cloud/bin/python",
+        Path(__file__).resolve().parents[1] / ".venv-cloud/bin/python",
+    ]
     return next((p for p in candidates if p.exists()), None)
 
 
@@ -159,8 +180,13 @@ def _fetch_with_skypilot(clouds: tuple[str, ...], timeout_s: float) -> tuple[Pat
     if python is None:
         return None, "SkyPilot venv not found (run `make cloud` to create .venv-cloud)"
     try:
-        proc = subprocess.run([str(python), "-c", _SKY_FETCH, *clouds], capture_output=True, text=True,
-                              timeout=timeout_s)
+        proc = subprocess.run(
+            [str(python), "-c", _SKY_FETCH, *clouds],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return None, f"SkyPilot catalog fetch timed out after {timeout_s:.0f} s (no network?)"
     if proc.returncode != 0:
@@ -172,12 +198,15 @@ def _fetch_with_skypilot(clouds: tuple[str, ...], timeout_s: float) -> tuple[Pat
         why = "no network" if "ConnectionError" in first else first[:120]
         return None, f"SkyPilot could not fetch its catalog for {', '.join(info['failed'])} ({why})"
     return Path(info["dir"]), f"fetched {', '.join(info['done'])}" + (
-        f"; failed {', '.join(info['failed'])}" if info["failed"] else "")
+        f"; failed {', '.join(info['failed'])}" if info["failed"] else ""
+    )
 
 
 def _cached_sky_dir() -> Path | None:
     root = Path.home() / ".sky" / "catalogs"
-    versions = sorted((p for p in root.glob("v*") if any(p.glob("*/vms.csv"))), key=lambda p: p.stat().st_mtime)
+    versions = sorted(
+        (p for p in root.glob("v*") if any(p.glob("*/vms.csv"))), key=lambda p: p.stat().st_mtime
+    )
     return versions[-1] if versions else None
 
 
@@ -186,7 +215,7 @@ def _num(text: str | None) -> float | None:
         value = float(text) if text not in (None, "") else None
     except ValueError:
         return None
-    return value if value is None or value == value else None  # NaN -> None
+    return None if value is None or math.isnan(value) else value
 
 
 def rows_from_skypilot(catalog_dir: Path, clouds: tuple[str, ...] = SKY_CLOUDS) -> list[dict]:
@@ -197,7 +226,7 @@ def rows_from_skypilot(catalog_dir: Path, clouds: tuple[str, ...] = SKY_CLOUDS) 
         path = catalog_dir / cloud / "vms.csv"
         if not path.exists():
             continue
-        day = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).date().isoformat()
+        day = datetime.fromtimestamp(path.stat().st_mtime, UTC).date().isoformat()
         with path.open(newline="", encoding="utf-8") as fh:
             for rec in csv.DictReader(fh):
                 name = rec.get("AcceleratorName") or ""
@@ -205,31 +234,52 @@ def rows_from_skypilot(catalog_dir: Path, clouds: tuple[str, ...] = SKY_CLOUDS) 
                 price, count = _num(rec.get("Price")), _num(rec.get("AcceleratorCount"))
                 if gpu not in sheets or not price or not count or count < 1:
                     continue
-                row = {"provider": cloud, "instance_type": rec["InstanceType"], "gpu": gpu, "gpu_count": int(count),
-                       "region": rec.get("Region") or "", "on_demand_usd_h": price,
-                       "spot_usd_h": _num(rec.get("SpotPrice")), "vcpus": _num(rec.get("vCPUs")),
-                       "ram_gb": _num(rec.get("MemoryGiB")), "source": f"skypilot:{cloud}/vms.csv", "date": day}
+                row = {
+                    "provider": cloud,
+                    "instance_type": rec["InstanceType"],
+                    "gpu": gpu,
+                    "gpu_count": int(count),
+                    "region": rec.get("Region") or "",
+                    "on_demand_usd_h": price,
+                    "spot_usd_h": _num(rec.get("SpotPrice")),
+                    "vcpus": _num(rec.get("vCPUs")),
+                    "ram_gb": _num(rec.get("MemoryGiB")),
+                    "source": f"skypilot:{cloud}/vms.csv",
+                    "date": day,
+                }
                 key = (cloud, rec["InstanceType"])
                 if key not in best or price < best[key]["on_demand_usd_h"]:
                     best[key] = row
     return list(best.values())
 
 
-def refresh_catalog(clouds: tuple[str, ...] = SKY_CLOUDS, timeout_s: float = 120.0,
-                    offline: bool | None = None) -> RefreshResult:
-    """Rebuild the catalog from SkyPilot's public catalog; offline, keep the current one and say how old it is."""
+def refresh_catalog(
+    clouds: tuple[str, ...] = SKY_CLOUDS, timeout_s: float = 120.0, offline: bool | None = None
+) -> RefreshResult:
+    """Rebuild the catalog from SkyPilot's public catalog; offline, keep the current one, say how old."""
     offline = get_settings().offline if offline is None else offline
-    sky_dir, note = (None, "offline mode (STRATOS_OFFLINE/HF_HUB_OFFLINE)") if offline else \
-        _fetch_with_skypilot(clouds, timeout_s)
+    sky_dir, note = (
+        (None, "offline mode (STRATOS_OFFLINE/HF_HUB_OFFLINE)")
+        if offline
+        else _fetch_with_skypilot(clouds, timeout_s)
+    )
     if sky_dir is None and (cached := _cached_sky_dir()) is not None:
         sky_dir, note = cached, f"{note}; using SkyPilot CSVs cached in {cached}"
     rows = rows_from_skypilot(sky_dir, clouds) if sky_dir else []
     if not rows:
         current = load_catalog()
-        return RefreshResult(current, False, f"catalog not refreshed: {note}. Using the {current.kind} of "
-                                             f"{current.date} ({current.age_days} days old) from {current.origin}.")
-    doc = {"about": f"Built by `stratos catalog refresh` from SkyPilot's catalog ({sky_dir}).",
-           "snapshot_date": max(r["date"] for r in rows), "kind": "skypilot", "rows": rows}
+        return RefreshResult(
+            current,
+            False,
+            f"catalog not refreshed: {note}. Using the {current.kind} of "
+            f"{current.date} ({current.age_days} days old) from {current.origin}.",
+        )
+    doc = {
+        "about": f"Built by `stratos catalog refresh` from SkyPilot's catalog ({sky_dir}).",
+        "snapshot_date": max(r["date"] for r in rows),
+        "kind": "skypilot",
+        "rows": rows,
+    }
     target = refreshed_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
@@ -237,7 +287,9 @@ def refresh_catalog(clouds: tuple[str, ...] = SKY_CLOUDS, timeout_s: float = 120
     tmp.replace(target)  # atomic: a reader never sees half a catalog
     catalog = load_catalog(target)
     providers = sorted({o.provider for o in catalog.offers})
-    return RefreshResult(catalog, True, f"{note}; {len(rows)} offers from {', '.join(providers)} written to {target}")
+    return RefreshResult(
+        catalog, True, f"{note}; {len(rows)} offers from {', '.join(providers)} written to {target}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - manual check

@@ -25,7 +25,7 @@ class Ledger(BaseModel):
     entries: list[LedgerEntry] = Field(default_factory=list)
 
     @classmethod
-    def from_state(cls, budget_usd: float | None, entries: list[dict] | None) -> "Ledger":
+    def from_state(cls, budget_usd: float | None, entries: list[dict] | None) -> Ledger:
         return cls(budget_usd=budget_usd, entries=[LedgerEntry.model_validate(e) for e in entries or []])
 
     def to_state(self) -> list[dict]:

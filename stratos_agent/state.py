@@ -24,7 +24,7 @@ STAGES: tuple[str, ...] = ("servers", "pairs", "plan", "dataset", "model", "eval
 RECORD_CLASSES: dict[str, tuple[str, str]] = {
     "plan": ("stratos_agent.records.plans", "Plan"),
     "dataset": ("stratos_agent.records.data", "DatasetRef"),
-    "model": ("stratos_agent.records.training", "TrainResult"),
+    "model": ("stratos_agent.records.training", "StudentModel"),
     "eval": ("stratos_agent.records.evaluation", "EvalReport"),
     "deployment": ("stratos_agent.records.deployment", "Deployment"),
 }

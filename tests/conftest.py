@@ -30,3 +30,33 @@ def runs_dir(tmp_path, monkeypatch):
     get_settings.cache_clear()
     yield path
     get_settings.cache_clear()
+
+
+def build_tiny_llama(folder, *, seed: int = 0):
+    """A randomly initialised 2-layer Llama with the real SmolLM2 tokenizer (fast train/eval tests).
+
+    Its vocabulary (49k) is the real one so chat templates, fingerprints and parsing are real; only
+    the network is tiny. Needs the bundled model converted once (shared cache).
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from stratos_agent.models import local_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(local_model_path("smollm2-135m"))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """Folder of a tiny random Llama with the SmolLM2 tokenizer (built once per session)."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model")

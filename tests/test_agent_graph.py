@@ -17,27 +17,32 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.types import RetryPolicy
-
-from stratos_agent.errors import InputError, ServiceError
 from stratos_agent.graphs.adapters import default_toolset
 from stratos_agent.graphs.nodes import is_transient, parse_decision
 from stratos_agent.graphs.session import AgentSession, list_runs
 from stratos_agent.graphs.toolset import ToolOutcome
+
+from stratos_agent.errors import InputError, ServiceError
 from stratos_agent.records.plans import Plan, PlanPoint
 
 REQUEST = "a model that lists Mahjong winning tiles, under $20, p95 under 300 ms"
 
 
 def _point(**over: Any) -> dict[str, Any]:
-    base = dict(server="local:this-machine-1t:local", gpu="CPU", gpu_count=1, teacher="smollm2-135m",
-                student="smollm2-135m", strategy="injection", lora_rank=16, data_size=2000, replicas=1,
-                cost_usd=6.0, cost_training_usd=2.0, cost_serving_usd=4.0, cost_synthesis_usd=0.0, p95_ms=120.0,
-                accuracy=0.5, train_hours=0.05, latency_source="measured")
+    base = {"server": "local:this-machine-1t:local", "gpu": "CPU", "gpu_count": 1, "teacher": "smollm2-135m",
+            "student": "smollm2-135m", "strategy": "injection", "lora_rank": 16, "data_size": 2000, "replicas": 1,
+            "cost_usd": 6.0, "cost_training_usd": 2.0, "cost_serving_usd": 4.0, "cost_synthesis_usd": 0.0,
+            "p95_ms": 120.0, "accuracy": 0.5, "train_hours": 0.05, "latency_source": "measured"}
     return PlanPoint(**{**base, **over}).model_dump(mode="json")
 
 
 def _plan(ctx: Any) -> dict[str, Any]:
     budget = ctx.spec["constraints"]["budget_usd"]
+    if budget < 5:
+        return Plan(task="mahjong", preference="balanced", chosen=None, front=[], why="the cheapest plan costs $6",
+                    feasible=False, binding_constraints=["budget_usd"], nearest_feasible=["budget $6: local CPU"],
+                    candidates=2, catalog_date="2026-11-01", catalog_age_days=27,
+                    created="2026-11-28T00:00:00Z").model_dump(mode="json")
     chosen = _point(cost_usd=min(6.0, budget))
     plan = Plan(task="mahjong", preference="balanced", chosen=chosen, front=[chosen, _point(cost_usd=15, accuracy=0.6)],
                 why=f"cheapest point under ${budget}", feasible=True, candidates=2, catalog_date="2026-11-01",
@@ -77,7 +82,7 @@ class ScriptedPlanner(BaseChatModel):
     """A fake chat model: replies with the scripted messages in order, recording what it was sent."""
 
     script: list[AIMessage]
-    seen: list[list[BaseMessage]] = []
+    seen: list[list[BaseMessage]]
 
     @property
     def _llm_type(self) -> str:
@@ -89,7 +94,7 @@ class ScriptedPlanner(BaseChatModel):
         reply = self.script.pop(0) if self.script else AIMessage(content="done")
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
-    def bind_tools(self, tools: Any, **kwargs: Any) -> "ScriptedPlanner":
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedPlanner:
         return self
 
 
@@ -156,6 +161,27 @@ def test_edit_at_plan_gate_replans_and_reuses_unchanged_stages(runs_dir: Path) -
     out = s.resume("approve")
     out = s.resume("approve")
     assert out.status == "done" and out.values["spec"]["constraints"]["budget_usd"] == 50
+
+
+def test_infeasible_plan_asks_for_an_edit(runs_dir: Path) -> None:
+    runners = doubles()
+    s = session(runs_dir, runners)
+    out = s.start(REQUEST.replace("$20", "$2"))
+    assert out.interrupt["gate"] == "plan" and out.interrupt["feasible"] is False
+    assert out.interrupt["nearest_feasible"] == ["budget $6: local CPU"]
+    out = s.resume("approve")  # approving "nothing fits" is not possible: it counts as a rejection
+    assert out.status == "rejected" and runners["synthesize_data"].calls == 0
+    s2 = session(runs_dir, runners, thread="t2")
+    s2.start(REQUEST.replace("$20", "$2"))
+    out = s2.resume("edit budget_usd=10")
+    assert out.interrupt["feasible"] is True and out.interrupt["budget_usd"] == 10
+
+
+def test_infeasible_plan_with_auto_approve_stops_with_the_reason(runs_dir: Path) -> None:
+    runners = doubles()
+    out = session(runs_dir, runners).start(REQUEST.replace("$20", "$2"), auto_approve=True)
+    assert out.status == "failed" and runners["synthesize_data"].calls == 0
+    assert "the cheapest plan costs $6" in out.values["messages"][-1].content
 
 
 def test_rejected_plan_spends_nothing(runs_dir: Path) -> None:
@@ -288,3 +314,12 @@ def test_cli_status_and_runs_read_the_checkpoint(runs_dir: Path) -> None:
 ])
 def test_parse_decision(answer: Any, expected: tuple) -> None:
     assert parse_decision(answer) == expected
+
+
+def test_resume_after_a_failed_run_retries_the_failed_step(runs_dir: Path) -> None:
+    runners = doubles(train_student=[InputError("disk full"), InputError("disk full")])
+    s = session(runs_dir, runners)
+    assert s.start(REQUEST, auto_approve=True).status == "failed"
+    out = s.resume()  # the user fixed the cause: a resume tries again with a fresh retry budget
+    assert out.status == "done" and runners["train_student"].calls == 3
+    assert runners["synthesize_data"].calls == 1

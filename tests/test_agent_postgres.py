@@ -12,7 +12,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from test_agent_graph import REQUEST, doubles, session
 
 SCRIPT = Path(__file__).parent / "support" / "start_postgres.sh"
@@ -24,7 +23,7 @@ def postgres_url():
     url_file = BASE / "url"
     started_here = False
     if not url_file.is_file():
-        proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=600, check=False)
         if proc.returncode != 0:
             reason = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["unknown reason"]
             print(f"postgres could not start: {reason[0]}")
@@ -32,7 +31,7 @@ def postgres_url():
         started_here = True
     yield url_file.read_text().strip()
     if started_here:
-        subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=120)
+        subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=120, check=False)
 
 
 def test_run_is_durable_in_postgres(runs_dir: Path, postgres_url: str) -> None:

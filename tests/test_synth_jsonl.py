@@ -104,6 +104,8 @@ def test_bad_lines_are_refused_or_skipped_with_line_numbers(tmp_path):
         get_task_pack(f"jsonl:{numeric}", checker="numeric")
     with pytest.raises(InputError, match="no such file"):
         get_task_pack(f"jsonl:{tmp_path / 'missing.jsonl'}")
+    with pytest.raises(InputError, match="needs your file: --task jsonl:PATH"):
+        get_task_pack("jsonl")
 
 
 def test_synthesis_keeps_skipped_lines_in_the_card_and_stops_when_dry(tmp_path, qa):

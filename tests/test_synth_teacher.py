@@ -69,7 +69,7 @@ def test_teacher_mode_rejects_with_reasons_and_never_pays_twice(tmp_path):
 
 
 def test_forward_mode_keeps_only_verified_answers(tmp_path):
-    with FakeEndpoint() as ep:  # answers "Winning tiles: none" to everything
+    with FakeEndpoint(lambda body: "Winning tiles: none") as ep:  # right for noten hands only
         ref = synthesize("mahjong", 10, tmp_path / "fwd", mode="forward", seed=1,
                          teacher=CachedTeacher(_teacher(ep.url), tmp_path / "cache"))
     rows = [r for split in ref.load().values() for r in split]

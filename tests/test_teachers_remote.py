@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from stratos_agent.tools.teachers import CachedTeacher, OpenAICompatibleTeacher, make_teacher, vllm_teacher
 
-from stratos_agent.errors import ServiceError
+from stratos_agent.errors import InputError, ServiceError
 
 SECRET = "sk-stratos-test-SECRET-0123456789abcdef"
 
@@ -154,6 +154,11 @@ def test_vllm_teacher_discovers_the_served_model(endpoint):
     assert teacher.identity == "vllm:served-model@local"
     teacher.generate(["q"], max_new_tokens=4)
     assert endpoint.requests[-1]["model"] == "served-model"
+
+
+def test_model_name_needs_an_endpoint():
+    with pytest.raises(InputError, match="--model-name needs --endpoint"):
+        make_teacher(model_name="gpt-4o")
 
 
 def test_no_server_is_a_clear_error():

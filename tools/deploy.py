@@ -4,7 +4,8 @@
     OpenAI(base_url=dep.base_url, api_key=...).chat.completions.create(model=dep.model, ...)
     stop(dep.name)                           # the whole process group: vLLM spawns engine workers
 
-State per endpoint lives in its state dir (`<run>/serve/` for a run, `<cache>/serving/<name>/` otherwise):
+State per endpoint lives in its state dir (`<run>/serve/<name>/` for a run, `<cache>/serving/<name>/`
+otherwise):
 `server.pid`, `server.log`, `deployment.json`. `<cache>/serving/index/<name>.json` points at each live
 one so `endpoints()` finds them all. Everything is idempotent: an identical live server is reused, a dead
 one is restarted, a different model under the same name replaces the old server. An API key exists only in
@@ -43,6 +44,7 @@ from stratos_agent.settings import get_settings
 RECORD_FILE = "deployment.json"
 PID_FILE = "server.pid"
 LOG_FILE = "server.log"
+STUDENT_FILE = "student.json"  # tools/train.py writes the StudentModel record last: training finished
 DEFAULT_PORT = 8000
 _PORT_SCAN = 100  # ports tried upward from DEFAULT_PORT when none is given
 _STOP_GRACE_S = 20.0
@@ -61,7 +63,7 @@ class ServeTarget:
 
     model_path: Path
     name: str
-    state_dir: Path
+    state_root: Path  # each endpoint keeps its files in state_root/<name>/
     task: str | None
     source: str  # "run" | "folder" | "registry"
 
@@ -78,17 +80,20 @@ def serving_dir() -> Path:
 
 
 def _student_in_run(run_dir: Path) -> tuple[Path, str | None] | None:
-    """(merged student folder, task) from a run: a record with `model_dir` (H4's StudentModel), or `model/`."""
-    for path in [*sorted(run_dir.glob("*.json")), *sorted(run_dir.glob("*/*.json"))]:
+    """(merged student folder, task) of a run: H4's StudentModel record (`student.json`), or a `model/` folder.
+
+    Only the two fields used here are read, so the record may grow without breaking serving."""
+    record = run_dir / STUDENT_FILE
+    if record.is_file():
         try:
-            data = json.loads(path.read_text()) if path.stat().st_size < 1_000_000 else None
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("model_dir"), str):
+            data = json.loads(record.read_text())
             folder = Path(data["model_dir"])
-            folder = folder if folder.is_absolute() else run_dir / folder
-            if (folder / "config.json").is_file():
-                return folder, (data.get("config") or {}).get("task")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{record}: not a StudentModel record (no model_dir)") from exc
+        folder = folder if folder.is_absolute() else run_dir / folder
+        if not (folder / "config.json").is_file():
+            raise InputError(f"{record} names {folder} as the student, but it has no config.json")
+        return folder, (data.get("config") or {}).get("task")
     folder = run_dir / "model"
     return (folder, None) if (folder / "config.json").is_file() else None
 
@@ -101,13 +106,12 @@ def resolve_target(target: str | Path) -> ServeTarget:
     if path.is_dir():
         path = path.resolve()
         if (path / "config.json").is_file():
-            name = slug(path.name)
-            return ServeTarget(path, name, serving_dir() / name, None, "folder")
+            return ServeTarget(path, slug(path.name), serving_dir(), None, "folder")
         found = _student_in_run(path)
         if found is None:
             raise InputError(
                 f"{path} is neither a model folder (no config.json) nor a run with a trained student "
-                "(no record with `model_dir`, no model/ folder); train first or pass a model folder"
+                f"(no {STUDENT_FILE}, no model/ folder); train first or pass a model folder"
             )
         return ServeTarget(found[0], slug(path.name), path / "serve", found[1], "run")
     if path.suffix == ".json" or os.sep in str(target):
@@ -115,8 +119,7 @@ def resolve_target(target: str | Path) -> ServeTarget:
     from stratos_agent.models import local_model_path
 
     folder = local_model_path(str(target))  # InputError / OfflineError name the problem
-    name = slug(str(target))
-    return ServeTarget(Path(folder), name, serving_dir() / name, None, "registry")
+    return ServeTarget(Path(folder), slug(str(target)), serving_dir(), None, "registry")
 
 
 def model_fingerprint(folder: Path) -> str:
@@ -448,17 +451,21 @@ def deploy_local(
     max_num_seqs: int = 8,
     timeout_s: float = 600.0,
     smoke: bool = True,
+    state_dir: str | Path | None = None,
     on_status: Status = _quiet,
 ) -> Deployment:
     """Serve `target` (run folder, model folder or registry id) as a local OpenAI-compatible endpoint.
 
     Reuses an identical live server, restarts a dead one, replaces a different model under the same
     name. Binding beyond loopback requires an API key: one is generated when none is given and is
-    available once, as `Deployment.generated_api_key` (never saved). Returns the saved record.
+    available once, as `Deployment.generated_api_key` (never saved). `state_dir` overrides where the pid
+    file, log and record go. Returns the saved record.
     """
     require_engine(engine)
     tgt = resolve_target(target)
     name = slug(name) if name else tgt.name
+    # `state_dir`: e.g. the agent's run folder when it serves a model folder directly
+    state = Path(state_dir).resolve() if state_dir is not None else tgt.state_root / name
     task = task or tgt.task or "mahjong"
     loopback = is_loopback(host)
     fingerprint = model_fingerprint(tgt.model_path)
@@ -467,9 +474,9 @@ def deploy_local(
     restarted = False
     if old is not None and old.status == "running":
         if is_alive(old):
-            wanted = _launch(tgt, engine, name, host, old.port, **settings)
+            wanted = _launch(tgt, engine, name, host, old.port, **settings)  # argv[0]: python vs python3 alias
             same = (old.model_fingerprint == fingerprint and (port is None or port == old.port)
-                    and wanted.argv == old.launch.argv and wanted.env == old.launch.env
+                    and wanted.argv[1:] == old.launch.argv[1:] and wanted.env == old.launch.env
                     and (loopback or old.api_key_required)
                     and (api_key is None or key_fingerprint(api_key) == old.api_key_fingerprint))
             if same and health(old.base_url):
@@ -491,12 +498,12 @@ def deploy_local(
     launch = _launch(tgt, engine, name, host, port, **settings)
     url = base_url(host, port)
     on_status(f"starting {engine} for {tgt.model_path} on {host}:{port}")
-    proc, started = start_server(launch, tgt.state_dir, api_key)
-    wait_ready(proc, started, url, name, api_key, tgt.state_dir / LOG_FILE, timeout_s, on_status)
+    proc, started = start_server(launch, state, api_key)
+    wait_ready(proc, started, url, name, api_key, state / LOG_FILE, timeout_s, on_status)
     dep = Deployment(
         name=name, base_url=url, model=name, model_path=str(tgt.model_path), model_fingerprint=fingerprint,
-        engine=engine, host=host, port=port, pid=proc.pid, process_started=started, state_dir=str(tgt.state_dir),
-        log_path=str(tgt.state_dir / LOG_FILE), api_key_required=api_key is not None,
+        engine=engine, host=host, port=port, pid=proc.pid, process_started=started, state_dir=str(state),
+        log_path=str(state / LOG_FILE), api_key_required=api_key is not None,
         api_key_fingerprint=key_fingerprint(api_key) if api_key else None, started_at=_now(),
         restarted=restarted, launch=launch,
     )

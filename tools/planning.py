@@ -19,16 +19,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
-
-from stratos_agent.catalog import Catalog, canonical_gpu, load_catalog
-from stratos_agent.errors import InputError
-from stratos_agent.models.candidate import ModelCandidate
-from stratos_agent.records.plans import PairScore, Plan, PlanPoint
-from stratos_agent.records.servers import BenchResult, ServerOffer
-from stratos_agent.spec import DistillationSpec
 from stratos_agent.tools import pareto, roofline
 from stratos_agent.tools.pairing import (
     STRATEGY_CODES,
@@ -41,6 +34,13 @@ from stratos_agent.tools.pairing import (
     task_profile,
 )
 from stratos_agent.tools.roofline import Efficiency, ModelShape
+
+from stratos_agent.catalog import Catalog, canonical_gpu, load_catalog
+from stratos_agent.errors import InputError
+from stratos_agent.models.candidate import ModelCandidate
+from stratos_agent.records.plans import PairScore, Plan, PlanPoint
+from stratos_agent.records.servers import BenchResult, ServerOffer
+from stratos_agent.spec import DistillationSpec
 
 EPOCHS = 3  # TRL SFTConfig default num_train_epochs
 RATIONALE_TOKENS = 256  # one synthesised completion (tools/synth.py default max_new_tokens)
@@ -58,11 +58,30 @@ REVERSE_MIN_YIELD = 0.5
 DEFAULT_LORA_RANKS = (0, 8, 16, 64)
 DEFAULT_DATA_SIZES = (500, 2000, 8000)
 OBJECTIVES = ("cost_usd", "p95_ms", "accuracy", "train_hours")
+# Smallest spread per objective that counts as a trade-off when choosing on the front: $1, 10 ms,
+# 1 accuracy point, 1 hour of training. Without it, minutes of training on a front where every
+# plan trains in minutes would weigh as much as the whole accuracy range.
+MATERIAL = np.array([1.0, 10.0, 0.01, 1.0])
 # Preference -> weights on normalised (cost, p95, -accuracy, train hours); None = knee point.
-PREFERENCE_WEIGHTS = {"balanced": None, "cheaper": (4, 1, 1, 1), "faster": (1, 4, 1, 1), "accurate": (1, 1, 4, 1)}
+PREFERENCE_WEIGHTS = {
+    "balanced": None,
+    "cheaper": (4, 1, 1, 1),
+    "faster": (1, 4, 1, 1),
+    "accurate": (1, 1, 4, 1),
+}
 # CPU defaults before `stratos bench-servers` has measured this machine (then `calibrate` replaces them).
-CPU_DEFAULT = Efficiency(bw=0.5, flops=0.5, step_overhead_s=0.01, request_overhead_s=0.005, tail=1.1,
-                         train_mfu=0.3, source="default:cpu, not measured yet (run `stratos bench-servers`)")
+CPU_DEFAULT = Efficiency(
+    bw=0.5,
+    flops=0.5,
+    step_overhead_s=0.0,
+    request_overhead_s=0.005,
+    tail=1.1,
+    train_mfu=0.3,
+    batched_read=2.0,
+    layer_overhead_s=0.001,
+    overlap=False,
+    source="default:cpu, not measured yet (run `stratos bench-servers`)",
+)
 MAX_FRONT_RECORDS = 300
 
 
@@ -84,20 +103,28 @@ class PlanningInputs:
 
 # ---------------------------------------------------------------- inputs
 
+
 def _gpu_efficiency(offer: ServerOffer, results: list[BenchResult]) -> Efficiency:
     if offer.is_local:
         return CPU_DEFAULT
-    mine = [r for r in results if r.fingerprint.gpu and offer.gpu.split("-")[0].upper() in r.fingerprint.gpu.upper()
-            and r.backend == "vllm"]
+    mine = [
+        r
+        for r in results
+        if r.fingerprint.gpu
+        and offer.gpu.split("-")[0].upper() in r.fingerprint.gpu.upper()
+        and r.backend == "vllm"
+    ]
     if not mine:
         return roofline.GPU_DEFAULT
     return roofline.calibrate(mine, offer.mem_bw_gbps, offer.bf16_tflops, base=roofline.GPU_DEFAULT)
 
 
-def filter_offers(offers: list[ServerOffer], spec: DistillationSpec, gpus: list[str] | None) -> list[ServerOffer]:
+def filter_offers(
+    offers: list[ServerOffer], spec: DistillationSpec, gpus: list[str] | None
+) -> list[ServerOffer]:
     """Offers allowed by the spec's clouds and the user's GPU list (unknown names are InputErrors)."""
     clouds = spec.constraints.clouds
-    known = {o.provider for o in offers}
+    known = {o.provider for o in offers} | {"local"}  # 'local' = this machine, added by gather_inputs
     unknown = [c for c in clouds if c not in known]
     if unknown:
         raise InputError(f"unknown cloud(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -107,14 +134,23 @@ def filter_offers(offers: list[ServerOffer], spec: DistillationSpec, gpus: list[
 
 def _roles(registry, cand: ModelCandidate) -> tuple[str, ...]:
     builtin = registry.builtins.get(cand.id)
-    return builtin.roles if builtin else (("teacher",) if cand.source == "endpoint" else ("teacher", "student"))
+    return (
+        builtin.roles if builtin else (("teacher",) if cand.source == "endpoint" else ("teacher", "student"))
+    )
 
 
-def gather_inputs(spec: DistillationSpec, *, catalog: Catalog | None = None, gpus: list[str] | None = None,
-                  include_local: bool = True, local: ServerOffer | None = None) -> PlanningInputs:
+def gather_inputs(
+    spec: DistillationSpec,
+    *,
+    catalog: Catalog | None = None,
+    gpus: list[str] | None = None,
+    include_local: bool = True,
+    local: ServerOffer | None = None,
+) -> PlanningInputs:
     """Catalog + this machine, calibrated efficiencies, registry candidates and their shapes."""
-    from stratos_agent.models import get_registry
     from stratos_agent.tools import server_bench
+
+    from stratos_agent.models import get_registry
 
     task = task_profile(spec.task)
     catalog = catalog or load_catalog()
@@ -122,12 +158,19 @@ def gather_inputs(spec: DistillationSpec, *, catalog: Catalog | None = None, gpu
     results = server_bench.cached_results()
     effs = [_gpu_efficiency(o, results) for o in offers]
     measured: dict[tuple[str, str], BenchResult] = {}
-    if include_local and (not spec.constraints.clouds or "local" in spec.constraints.clouds) and \
-            (not gpus or any(g.upper() == "CPU" for g in gpus)):
+    if (
+        include_local
+        and (not spec.constraints.clouds or "local" in spec.constraints.clouds)
+        and (not gpus or any(g.upper() == "CPU" for g in gpus))
+    ):
         local = local or server_bench.local_offer()
         mine = server_bench.cached_results(server_bench.hardware_fingerprint())
         mine = [r for r in mine if r.backend == "transformers"]
-        eff = roofline.calibrate(mine, local.mem_bw_gbps, local.bf16_tflops, base=CPU_DEFAULT) if mine else CPU_DEFAULT
+        eff = (
+            roofline.calibrate(mine, local.mem_bw_gbps, local.bf16_tflops, base=CPU_DEFAULT)
+            if mine
+            else CPU_DEFAULT
+        )
         offers, effs = [local, *offers], [eff, *effs]
         measured = {(local.id, r.model): r for r in mine}
     if not offers:
@@ -135,15 +178,31 @@ def gather_inputs(spec: DistillationSpec, *, catalog: Catalog | None = None, gpu
 
     registry = get_registry()
     pool = [c for c in registry.candidates() if c.available]
-    teachers = [registry.resolve(spec.teacher)] if spec.teacher else [c for c in pool if "teacher" in _roles(registry, c)]
-    students = [registry.resolve(spec.student)] if spec.student else [c for c in pool if "student" in _roles(registry, c)]
+    teachers = (
+        [registry.get(spec.teacher)]
+        if spec.teacher
+        else [c for c in pool if "teacher" in _roles(registry, c)]
+    )
+    students = (
+        [registry.get(spec.student)]
+        if spec.student
+        else [c for c in pool if "student" in _roles(registry, c)]
+    )
     shapes = {c.id: s for c in [*teachers, *students] if (s := model_shape(c)) is not None}
     students = [s for s in students if s.id in shapes]
     if not teachers or not students:
         raise InputError("no usable teacher/student candidates (see `stratos doctor` for the model registry)")
-    inputs = PlanningInputs(task=task, offers=offers, efficiencies=effs, teachers=teachers, students=students,
-                            shapes=shapes, catalog_date=catalog.date, catalog_age_days=catalog.age_days,
-                            measured=measured)
+    inputs = PlanningInputs(
+        task=task,
+        offers=offers,
+        efficiencies=effs,
+        teachers=teachers,
+        students=students,
+        shapes=shapes,
+        catalog_date=catalog.date,
+        catalog_age_days=catalog.age_days,
+        measured=measured,
+    )
     inputs.teacher_usd_per_1k = {t.id: teacher_usd_per_1k(t, inputs) for t in teachers}
     return inputs
 
@@ -156,10 +215,22 @@ def teacher_usd_per_1k(teacher: ModelCandidate, inputs: PlanningInputs) -> float
     shape = inputs.shapes[teacher.id]
     best = math.inf
     for offer, eff in zip(inputs.offers, inputs.efficiencies, strict=True):
-        if offer.is_local or shape.weight_bytes(2) / 1e9 > offer.gpu_memory_gb * roofline.GPU_MEMORY_UTILISATION:
+        if (
+            offer.is_local
+            or shape.weight_bytes(2) / 1e9 > offer.gpu_memory_gb * roofline.GPU_MEMORY_UTILISATION
+        ):
             continue
-        step = roofline.decode_step_s(shape.weight_bytes(2), shape.kv_bytes(2), shape.params, 8, 512,
-                                      offer.mem_bw_gbps, offer.bf16_tflops, eff)
+        step = roofline.decode_step_s(
+            shape.weight_bytes(2),
+            shape.kv_bytes(2),
+            shape.params,
+            shape.layers,
+            8,
+            512,
+            offer.mem_bw_gbps,
+            offer.bf16_tflops,
+            eff,
+        )
         tok_s = 8 / float(step) * offer.gpu_count
         best = min(best, offer.on_demand_usd_h / (tok_s * 3600) * 1000)
     return 0.0 if best == math.inf else best
@@ -167,19 +238,37 @@ def teacher_usd_per_1k(teacher: ModelCandidate, inputs: PlanningInputs) -> float
 
 # ---------------------------------------------------------------- serving table (offer x student)
 
+
 def _offer_arrays(offers: list[ServerOffer], effs: list[Efficiency]) -> dict[str, np.ndarray]:
-    col = lambda f: np.array([f(o) for o in offers], dtype=float)  # noqa: E731
-    eff_col = lambda name: np.array([getattr(e, name) for e in effs], dtype=float)  # noqa: E731
+    def col(f) -> np.ndarray:
+        return np.array([f(o) for o in offers], dtype=float)
+
+    def eff_col(name: str) -> np.ndarray:
+        return np.array([getattr(e, name) for e in effs], dtype=float)
+
     return {
-        "price": col(lambda o: o.on_demand_usd_h), "bw": col(lambda o: o.mem_bw_gbps),
-        "tflops": col(lambda o: o.bf16_tflops), "mem": col(lambda o: o.gpu_memory_gb),
-        "count": col(lambda o: o.gpu_count), "is_gpu": np.array([not o.is_local for o in offers]),
+        "price": col(lambda o: o.on_demand_usd_h),
+        "bw": col(lambda o: o.mem_bw_gbps),
+        "tflops": col(lambda o: o.bf16_tflops),
+        "mem": col(lambda o: o.gpu_memory_gb),
+        "count": col(lambda o: o.gpu_count),
+        "is_gpu": np.array([not o.is_local for o in offers]),
         "local": np.array([o.is_local for o in offers]),
         **{f"eff_{k}": eff_col(k) for k in EFF_FIELDS},
     }
 
 
-EFF_FIELDS = ("bw", "flops", "step_overhead_s", "request_overhead_s", "tail", "train_mfu", "batched_read")
+EFF_FIELDS = (
+    "bw",
+    "flops",
+    "step_overhead_s",
+    "request_overhead_s",
+    "tail",
+    "train_mfu",
+    "batched_read",
+    "layer_overhead_s",
+    "overlap",
+)
 
 
 def _eff_from(a: dict[str, np.ndarray], idx=slice(None)) -> Efficiency:
@@ -209,6 +298,7 @@ def serving_table(spec: DistillationSpec, inputs: PlanningInputs) -> ServingTabl
     shapes = [inputs.shapes[s.id] for s in inputs.students]
     dtype = np.where(a["is_gpu"], 2.0, 4.0)[:, None]  # bf16 on GPUs, fp32 on CPU (as measured)
     params = np.array([s.params for s in shapes])[None, :]
+    layers = np.array([s.layers for s in shapes])[None, :]
     w = params * dtype
     kv = np.array([s.kv_bytes_per_token_bf16 for s in shapes])[None, :] * dtype / 2
     need = roofline.memory_needed_gb(w, kv, ctx, tr.concurrency, a["is_gpu"][:, None])
@@ -220,8 +310,19 @@ def serving_table(spec: DistillationSpec, inputs: PlanningInputs) -> ServingTabl
     replicas = np.where(one_gpu, a["count"][:, None], 1.0)
     scale = np.where(tp, a["count"][:, None] * TP_EFFICIENCY, 1.0)
     eff = _eff_from({k: v[:, None] for k, v in a.items()})
-    fig = roofline.serving_figures(w, kv, params, a["bw"][:, None] * scale, a["tflops"][:, None] * scale, eff,
-                                   tr.prompt_tokens, tr.output_tokens, tr.concurrency, batches=())
+    fig = roofline.serving_figures(
+        w,
+        kv,
+        params,
+        layers,
+        a["bw"][:, None] * scale,
+        a["tflops"][:, None] * scale,
+        eff,
+        tr.prompt_tokens,
+        tr.output_tokens,
+        tr.concurrency,
+        batches=(),
+    )
     cap = fig.capacity_qps * replicas
     instances = np.maximum(1.0, np.ceil(tr.qps / cap))
     carries = ~(a["local"][:, None] & (instances > 1))
@@ -232,11 +333,24 @@ def serving_table(spec: DistillationSpec, inputs: PlanningInputs) -> ServingTabl
     for i, offer in enumerate(inputs.offers):
         for j, s in enumerate(inputs.students):
             m = inputs.measured.get((offer.id, s.id))
-            if m and (m.prompt_tokens, m.output_tokens) == (tr.prompt_tokens, tr.output_tokens) and tr.concurrency == 1:
+            if (
+                m
+                and (m.prompt_tokens, m.output_tokens) == (tr.prompt_tokens, tr.output_tokens)
+                and tr.concurrency == 1
+            ):
                 fig.p95_s[i, j] = m.p95_ms / 1e3  # same request shape, no batching: the measurement itself
                 source[i, j] = "measured"
-    return ServingTable(p95_ms=fig.p95_s * 1e3, capacity_qps=cap, instances=instances, cost_usd=cost,
-                        usd_per_1m_tokens=usd_1m, mem_needed_gb=need, fits=fits, carries=carries, source=source)
+    return ServingTable(
+        p95_ms=fig.p95_s * 1e3,
+        capacity_qps=cap,
+        instances=instances,
+        cost_usd=cost,
+        usd_per_1m_tokens=usd_1m,
+        mem_needed_gb=need,
+        fits=fits,
+        carries=carries,
+        source=source,
+    )
 
 
 def student_serving_summary(table: ServingTable, inputs: PlanningInputs) -> dict[str, tuple[float, float]]:
@@ -251,6 +365,7 @@ def student_serving_summary(table: ServingTable, inputs: PlanningInputs) -> dict
 
 
 # ---------------------------------------------------------------- candidate grid
+
 
 @dataclass
 class Candidates:
@@ -272,16 +387,61 @@ class Candidates:
         return len(self.offer)
 
 
-def build_candidates(spec: DistillationSpec, inputs: PlanningInputs, pairs: list[PairScore], table: ServingTable,
-                     lora_ranks=DEFAULT_LORA_RANKS, data_sizes=DEFAULT_DATA_SIZES) -> Candidates:
-    a = _offer_arrays(inputs.offers, inputs.efficiencies)
+def grid_indices(
+    spec: DistillationSpec,
+    inputs: PlanningInputs,
+    pairs: list[PairScore],
+    lora_ranks=DEFAULT_LORA_RANKS,
+    data_sizes=DEFAULT_DATA_SIZES,
+) -> tuple[np.ndarray, ...]:
+    """Every (offer, pair, strategy code, LoRA rank, data size) combination with an allowed strategy."""
     sizes = (spec.data_size,) if spec.data_size else tuple(data_sizes)
     codes = np.arange(len(STRATEGY_CODES))
-    o, p, s, r, n = (x.ravel() for x in np.meshgrid(np.arange(len(inputs.offers)), np.arange(len(pairs)), codes,
-                                                    np.asarray(lora_ranks), np.asarray(sizes), indexing="ij"))
-    allowed = np.array([[c in {STRATEGY_CODES[x] for x in pr.decision.allowed} for c in codes] for pr in pairs])
-    keep = allowed[p, s]
-    o, p, s, r, n = o[keep], p[keep], s[keep], r[keep], n[keep]
+    o, p, s, r, n = (
+        x.ravel()
+        for x in np.meshgrid(
+            np.arange(len(inputs.offers)),
+            np.arange(len(pairs)),
+            codes,
+            np.asarray(lora_ranks),
+            np.asarray(sizes),
+            indexing="ij",
+        )
+    )
+    keep = allowed_matrix(pairs)[p, s]
+    return o[keep], p[keep], s[keep], r[keep], n[keep]
+
+
+def allowed_matrix(pairs: list[PairScore]) -> np.ndarray:
+    """allowed[pair, strategy code]: the strategy is possible for the pair (tools/strategy.py)."""
+    return np.array(
+        [
+            [code in {STRATEGY_CODES[x] for x in pr.decision.allowed} for code in range(len(STRATEGY_CODES))]
+            for pr in pairs
+        ]
+    )
+
+
+def build_candidates(
+    spec: DistillationSpec,
+    inputs: PlanningInputs,
+    pairs: list[PairScore],
+    table: ServingTable,
+    lora_ranks=DEFAULT_LORA_RANKS,
+    data_sizes=DEFAULT_DATA_SIZES,
+) -> Candidates:
+    """The full grid of candidate plans, evaluated."""
+    return evaluate_candidates(
+        spec, inputs, pairs, table, *grid_indices(spec, inputs, pairs, lora_ranks, data_sizes)
+    )
+
+
+def evaluate_candidates(
+    spec: DistillationSpec, inputs: PlanningInputs, pairs: list[PairScore], table: ServingTable, o, p, s, r, n
+) -> Candidates:
+    """Objectives of arbitrary candidates given as index arrays (the grid, or NSGA-II's population)."""
+    a = _offer_arrays(inputs.offers, inputs.efficiencies)
+    o, p, s, r, n = (np.asarray(x).astype(int) for x in (o, p, s, r, n))
     stud_index = {st.id: j for j, st in enumerate(inputs.students)}
     stud = np.array([stud_index[pr.student] for pr in pairs])[p]
     sp = np.array([inputs.shapes[pr.student].params for pr in pairs])[p]
@@ -294,13 +454,21 @@ def build_candidates(spec: DistillationSpec, inputs: PlanningInputs, pairs: list
     logit = s == STRATEGY_CODES["alignment-logit"]
 
     tokens = n * EPOCHS * (spec.traffic.prompt_tokens + RATIONALE_TOKENS)
-    flops = roofline.training_flops(sp, tokens, teacher_params=np.where(logit, tp, 0.0), lora=lora,
-                                    rl_rollouts=np.where(inj, GRPO_GENERATIONS * GRPO_PROMPT_FRACTION * n, 0.0),
-                                    rl_tokens=RATIONALE_TOKENS)
+    flops = roofline.training_flops(
+        sp,
+        tokens,
+        teacher_params=np.where(logit, tp, 0.0),
+        lora=lora,
+        rl_rollouts=np.where(inj, GRPO_GENERATIONS * GRPO_PROMPT_FRACTION * n, 0.0),
+        rl_tokens=RATIONALE_TOKENS,
+    )
     hours = roofline.training_hours(flops, a["tflops"][o], a["count"][o], _eff_from(a, o))
-    train_mem = sp * np.where(lora, TRAIN_BYTES_LORA, TRAIN_BYTES_FULL) / 1e9 + np.where(logit, tp * 2 / 1e9, 0.0)
-    train_fits = train_mem + 1.0 <= a["mem"][o] * np.where(a["is_gpu"][o], roofline.GPU_MEMORY_UTILISATION,
-                                                           roofline.CPU_MEMORY_UTILISATION)
+    train_mem = sp * np.where(lora, TRAIN_BYTES_LORA, TRAIN_BYTES_FULL) / 1e9 + np.where(
+        logit, tp * 2 / 1e9, 0.0
+    )
+    train_fits = train_mem + 1.0 <= a["mem"][o] * np.where(
+        a["is_gpu"][o], roofline.GPU_MEMORY_UTILISATION, roofline.CPU_MEMORY_UTILISATION
+    )
     cost_train = hours * a["price"][o]
     yield_ = np.clip(np.where(inj, np.maximum(probe, REVERSE_MIN_YIELD), probe), 0.02, 1.0)
     cost_synth = n * RATIONALE_TOKENS / yield_ / 1000 * t_usd
@@ -313,9 +481,19 @@ def build_candidates(spec: DistillationSpec, inputs: PlanningInputs, pairs: list
         "training memory (weights + optimiser states) exceeds the server": ~train_fits,
         "this machine alone cannot carry the traffic": ~table.carries[o, stud],
     }
-    return Candidates(offer=o, pair=p, strategy=s, rank=r, data_size=n, F=F, cost_training=cost_train,
-                      cost_serving=cost_serve, cost_synthesis=cost_synth, replicas=table.instances[o, stud],
-                      hw_reasons=reasons)
+    return Candidates(
+        offer=o,
+        pair=p,
+        strategy=s,
+        rank=r,
+        data_size=n,
+        F=F,
+        cost_training=cost_train,
+        cost_serving=cost_serve,
+        cost_synthesis=cost_synth,
+        replicas=table.instances[o, stud],
+        hw_reasons=reasons,
+    )
 
 
 def spec_constraints(spec: DistillationSpec, F: np.ndarray) -> dict[str, np.ndarray]:
@@ -335,18 +513,33 @@ def spec_constraints(spec: DistillationSpec, F: np.ndarray) -> dict[str, np.ndar
 
 # ---------------------------------------------------------------- plan
 
-def _point(i: int, cands: Candidates, inputs: PlanningInputs, pairs: list[PairScore], table: ServingTable) -> PlanPoint:
+
+def _point(
+    i: int, cands: Candidates, inputs: PlanningInputs, pairs: list[PairScore], table: ServingTable
+) -> PlanPoint:
     offer = inputs.offers[cands.offer[i]]
     pair = pairs[cands.pair[i]]
     codes = {v: k for k, v in STRATEGY_CODES.items()}
     j = [s.id for s in inputs.students].index(pair.student)
-    return PlanPoint(server=offer.id, gpu=offer.gpu, gpu_count=offer.gpu_count, teacher=pair.teacher,
-                     student=pair.student, strategy=codes[int(cands.strategy[i])], lora_rank=int(cands.rank[i]),
-                     data_size=int(cands.data_size[i]), replicas=int(cands.replicas[i]),
-                     cost_usd=float(cands.F[i, 0]), cost_training_usd=float(cands.cost_training[i]),
-                     cost_serving_usd=float(cands.cost_serving[i]), cost_synthesis_usd=float(cands.cost_synthesis[i]),
-                     p95_ms=float(cands.F[i, 1]), accuracy=float(-cands.F[i, 2]), train_hours=float(cands.F[i, 3]),
-                     latency_source=table.source[cands.offer[i], j])
+    return PlanPoint(
+        server=offer.id,
+        gpu=offer.gpu,
+        gpu_count=offer.gpu_count,
+        teacher=pair.teacher,
+        student=pair.student,
+        strategy=codes[int(cands.strategy[i])],
+        lora_rank=int(cands.rank[i]),
+        data_size=int(cands.data_size[i]),
+        replicas=int(cands.replicas[i]),
+        cost_usd=float(cands.F[i, 0]),
+        cost_training_usd=float(cands.cost_training[i]),
+        cost_serving_usd=float(cands.cost_serving[i]),
+        cost_synthesis_usd=float(cands.cost_synthesis[i]),
+        p95_ms=float(cands.F[i, 1]),
+        accuracy=float(-cands.F[i, 2]),
+        train_hours=float(cands.F[i, 3]),
+        latency_source=table.source[cands.offer[i], j],
+    )
 
 
 def _fmt_cost(x: float) -> str:
@@ -358,37 +551,58 @@ def _versus(chosen: PlanPoint, other: PlanPoint, role: str) -> str | None:
     deltas = [  # (name, chosen better by, formatted magnitude)
         ("cost", other.cost_usd - chosen.cost_usd, _fmt_cost(abs(other.cost_usd - chosen.cost_usd))),
         ("p95", other.p95_ms - chosen.p95_ms, f"{abs(other.p95_ms - chosen.p95_ms):.0f} ms p95"),
-        ("accuracy", chosen.accuracy - other.accuracy, f"{100 * abs(chosen.accuracy - other.accuracy):.1f} accuracy points"),
-        ("time", other.train_hours - chosen.train_hours, f"{abs(other.train_hours - chosen.train_hours):.2g} h of training"),
+        (
+            "accuracy",
+            chosen.accuracy - other.accuracy,
+            f"{100 * abs(chosen.accuracy - other.accuracy):.1f} accuracy points",
+        ),
+        (
+            "time",
+            other.train_hours - chosen.train_hours,
+            f"{abs(other.train_hours - chosen.train_hours):.2g} h of training",
+        ),
     ]
     gains = [text for _, d, text in deltas if d > 1e-9]
     losses = [text for _, d, text in deltas if d < -1e-9]
     if not gains and not losses:
         return None
-    head = f"Against {role} ({other.gpu}, {_fmt_cost(other.cost_usd)}, p95 {other.p95_ms:.0f} ms, {other.accuracy:.0%})"
+    head = (
+        f"Against {role} ({other.gpu}, {_fmt_cost(other.cost_usd)}, p95 {other.p95_ms:.0f} ms, "
+        f"{other.accuracy:.0%})"
+    )
     if losses and gains:
         return f"{head} it gives up {', '.join(losses)} in exchange for {', '.join(gains)}."
-    return f"{head} it is better by {', '.join(gains)}." if gains else f"{head} it gives up {', '.join(losses)}."
+    return (
+        f"{head} it is better by {', '.join(gains)}." if gains else f"{head} it gives up {', '.join(losses)}."
+    )
 
 
 def explain(chosen: PlanPoint, front: list[PlanPoint], how: str) -> str:
     """One paragraph: the chosen point against the front's extremes (what was traded for what)."""
-    refs = [("the cheapest plan", min(front, key=lambda p: p.cost_usd)),
-            ("the most accurate plan", max(front, key=lambda p: p.accuracy)),
-            ("the fastest plan", min(front, key=lambda p: p.p95_ms))]
-    parts = [f"Chose {chosen.label()} on {chosen.server} ({how}, among {len(front)} Pareto-optimal plans): "
-             f"{_fmt_cost(chosen.cost_usd)} total ({_fmt_cost(chosen.cost_training_usd)} training, "
-             f"{_fmt_cost(chosen.cost_serving_usd)} serving on {chosen.replicas} instance(s), "
-             f"{_fmt_cost(chosen.cost_synthesis_usd)} teacher data), p95 {chosen.p95_ms:.0f} ms "
-             f"({chosen.latency_source}), expected accuracy {chosen.accuracy:.0%}, {chosen.train_hours:.2g} h of training."]
+    refs = [
+        ("the cheapest plan", min(front, key=lambda p: p.cost_usd)),
+        ("the most accurate plan", max(front, key=lambda p: p.accuracy)),
+        ("the fastest plan", min(front, key=lambda p: p.p95_ms)),
+    ]
+    parts = [
+        (
+            f"Chose {chosen.label()} on {chosen.server} ({how}, among {len(front)} Pareto-optimal plans): "
+            f"{_fmt_cost(chosen.cost_usd)} total ({_fmt_cost(chosen.cost_training_usd)} training, "
+            f"{_fmt_cost(chosen.cost_serving_usd)} serving on {chosen.replicas} instance(s), "
+            f"{_fmt_cost(chosen.cost_synthesis_usd)} teacher data), p95 {chosen.p95_ms:.0f} ms "
+            f"({chosen.latency_source}), expected accuracy {chosen.accuracy:.0%}, "
+            f"{chosen.train_hours:.2g} h of training."
+        )
+    ]
     parts += [text for role, other in refs if (text := _versus(chosen, other, role))]
     if len(parts) == 1:
         parts.append("It is at once the cheapest, the most accurate and the fastest plan on the front.")
     return " ".join(parts)
 
 
-def _infeasible(spec_mask: dict[str, np.ndarray], hw_ok: np.ndarray, cands: Candidates,
-                inputs: PlanningInputs) -> tuple[list[str], list[str]]:
+def _infeasible(
+    spec_mask: dict[str, np.ndarray], hw_ok: np.ndarray, cands: Candidates, inputs: PlanningInputs
+) -> tuple[list[str], list[str]]:
     """Which constraints bind (dropping it alone makes plans feasible) and the nearest feasible points."""
     binding, hints = [], []
     col = {"budget": 0, "p95": 1, "accuracy": 2, "training": 3}
@@ -401,24 +615,32 @@ def _infeasible(spec_mask: dict[str, np.ndarray], hw_ok: np.ndarray, cands: Cand
         if others.any():
             binding.append(name)
             i = np.flatnonzero(others)[np.argmin(cands.F[others, k])]
-            value = {0: f"${cands.F[i, 0]:,.2f}", 1: f"{cands.F[i, 1]:.0f} ms", 2: f"{-cands.F[i, 2]:.0%}",
-                     3: f"{cands.F[i, 3]:.2g} h"}[k]
-            hints.append(f"{name}: the best plan meeting every other constraint reaches {value} "
-                         f"({inputs.offers[cands.offer[i]].gpu} on {inputs.offers[cands.offer[i]].id}, "
-                         f"{_fmt_cost(cands.F[i, 0])})")
+            value = {
+                0: f"${cands.F[i, 0]:,.2f}",
+                1: f"{cands.F[i, 1]:.0f} ms",
+                2: f"{-cands.F[i, 2]:.0%}",
+                3: f"{cands.F[i, 3]:.2g} h",
+            }[k]
+            hints.append(
+                f"{name}: the best plan meeting every other constraint reaches {value} "
+                f"({inputs.offers[cands.offer[i]].gpu} on {inputs.offers[cands.offer[i]].id}, "
+                f"{_fmt_cost(cands.F[i, 0])})"
+            )
         alone = hw_ok & ~bad
         if alone.any():
             i = np.flatnonzero(alone)[np.argmin(cands.F[alone, 0])]
             gpus = sorted({inputs.offers[j].gpu for j in np.unique(cands.offer[alone])})
-            hints.append(f"{name} alone needs one of {', '.join(gpus)}; the cheapest such plan costs "
-                         f"{_fmt_cost(cands.F[i, 0])} ({inputs.offers[cands.offer[i]].id})")
+            hints.append(
+                f"{name} alone needs one of {', '.join(gpus)}; the cheapest such plan costs "
+                f"{_fmt_cost(cands.F[i, 0])} ({inputs.offers[cands.offer[i]].id})"
+            )
         else:
             hints.append(f"{name}: no server/model in the catalog can meet it")
             if name not in binding:
                 binding.append(name)
     names = list(spec_mask)
     for x, name in enumerate(names):  # constraints that are each satisfiable but not together
-        for other in names[x + 1:]:
+        for other in names[x + 1 :]:
             alone_ok = (hw_ok & ~spec_mask[name]).any() and (hw_ok & ~spec_mask[other]).any()
             if alone_ok and not (hw_ok & ~spec_mask[name] & ~spec_mask[other]).any():
                 hints.append(f"{name} and {other} cannot hold together")
@@ -426,11 +648,26 @@ def _infeasible(spec_mask: dict[str, np.ndarray], hw_ok: np.ndarray, cands: Cand
     return binding, hints
 
 
-def make_plan(spec: DistillationSpec, inputs: PlanningInputs, pairs: list[PairScore], *,
-              lora_ranks=DEFAULT_LORA_RANKS, data_sizes=DEFAULT_DATA_SIZES) -> Plan:
-    """The Pareto plan for `spec` (see the module docstring). Never raises for an infeasible spec:
-    `Plan.feasible` is False and `binding_constraints` / `nearest_feasible` say why."""
-    table = serving_table(spec, inputs)
+@dataclass
+class Screened:
+    """Candidates with their constraint masks: `ok` = fits the hardware and meets every spec constraint."""
+
+    cands: Candidates
+    hw_ok: np.ndarray
+    spec_mask: dict[str, np.ndarray]
+    ok: np.ndarray
+    excluded: dict[str, int]
+
+
+def screen(
+    spec: DistillationSpec,
+    inputs: PlanningInputs,
+    pairs: list[PairScore],
+    table: ServingTable,
+    lora_ranks=DEFAULT_LORA_RANKS,
+    data_sizes=DEFAULT_DATA_SIZES,
+) -> Screened:
+    """Evaluate the candidate grid and apply hardware and spec constraints, counting drops by reason."""
     cands = build_candidates(spec, inputs, pairs, table, lora_ranks, data_sizes)
     hw_ok = np.ones(len(cands), dtype=bool)
     excluded: dict[str, int] = {}
@@ -444,27 +681,61 @@ def make_plan(spec: DistillationSpec, inputs: PlanningInputs, pairs: list[PairSc
         if (bad & hw_ok).any():
             excluded[f"violates {reason}"] = int((bad & hw_ok).sum())
         ok &= ~bad
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    common = dict(task=inputs.task.name, preference=spec.preference, candidates=len(cands), excluded=excluded,
-                  pairs=pairs, catalog_date=inputs.catalog_date, catalog_age_days=inputs.catalog_age_days, created=now)
-    if not ok.any():
-        binding, hints = _infeasible(spec_mask, hw_ok, cands, inputs)
-        why = ("No candidate plan satisfies every constraint. " +
-               (f"Binding: {'; '.join(binding)}. " if binding else "") + " ".join(hints))
-        return Plan(chosen=None, front=[], why=why, feasible=False, binding_constraints=binding,
-                    nearest_feasible=hints, **common)
-    idx = np.flatnonzero(ok)
-    front_idx = idx[pareto.non_dominated_mask(cands.F[idx])]
-    # Equal objective vectors (e.g. two regions at one price) are one choice: keep the first.
-    _, first = np.unique(np.round(cands.F[front_idx], 9), axis=0, return_index=True)
-    front_idx = front_idx[np.sort(first)]
-    Ff = cands.F[front_idx]
-    weights = PREFERENCE_WEIGHTS[spec.preference]
+    return Screened(cands, hw_ok, spec_mask, ok, excluded)
+
+
+def choose(F_front: np.ndarray, preference: str) -> tuple[int, str]:
+    """Index of the chosen front point and how it was chosen (knee, or the user's preference weights)."""
+    weights = PREFERENCE_WEIGHTS[preference]
     if weights is None:
-        k, how = pareto.knee_index(Ff), "knee point: no stated priority"
-    else:
-        k, how = pareto.weighted_index(Ff, np.array(weights)), f"preference '{spec.preference}'"
-    order = np.argsort(Ff[:, 0])[:MAX_FRONT_RECORDS]
+        return pareto.knee_index(F_front, MATERIAL), "knee point: no stated priority"
+    return pareto.weighted_index(F_front, np.array(weights), MATERIAL), f"preference '{preference}'"
+
+
+def make_plan(
+    spec: DistillationSpec,
+    inputs: PlanningInputs,
+    pairs: list[PairScore],
+    *,
+    table: ServingTable | None = None,
+    lora_ranks=DEFAULT_LORA_RANKS,
+    data_sizes=DEFAULT_DATA_SIZES,
+) -> Plan:
+    """The Pareto plan for `spec` (see the module docstring). Never raises for an infeasible spec:
+    `Plan.feasible` is False and `binding_constraints` / `nearest_feasible` say why."""
+    table = table or serving_table(spec, inputs)
+    sc = screen(spec, inputs, pairs, table, lora_ranks, data_sizes)
+    cands = sc.cands
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    common = {
+        "task": inputs.task.name,
+        "preference": spec.preference,
+        "candidates": len(cands),
+        "excluded": sc.excluded,
+        "pairs": pairs,
+        "catalog_date": inputs.catalog_date,
+        "catalog_age_days": inputs.catalog_age_days,
+        "created": now,
+    }
+    if not sc.ok.any():
+        binding, hints = _infeasible(sc.spec_mask, sc.hw_ok, cands, inputs)
+        why = (
+            "No candidate plan satisfies every constraint. "
+            + (f"Binding: {'; '.join(binding)}. " if binding else "")
+            + " ".join(hints)
+        )
+        return Plan(
+            chosen=None,
+            front=[],
+            why=why,
+            feasible=False,
+            binding_constraints=binding,
+            nearest_feasible=hints,
+            **common,
+        )
+    front_idx = front_indices(cands.F, sc.ok)
+    k, how = choose(cands.F[front_idx], spec.preference)
+    order = np.argsort(cands.F[front_idx, 0])[:MAX_FRONT_RECORDS]
     if k not in order:
         order = np.append(order, k)
     front = [_point(int(front_idx[i]), cands, inputs, pairs, table) for i in order]
@@ -472,10 +743,35 @@ def make_plan(spec: DistillationSpec, inputs: PlanningInputs, pairs: list[PairSc
     return Plan(chosen=chosen, front=front, why=explain(chosen, front, how), feasible=True, **common)
 
 
-def plan_for(spec: DistillationSpec, *, gpus: list[str] | None = None, probes: dict[str, float] | None = None,
-             run_probe: bool = False, probe_n: int = 16, include_local: bool = True,
-             catalog: Catalog | None = None) -> Plan:
-    """Everything at once: gather inputs, (optionally) probe teachers, score pairs, make the plan."""
+def front_indices(F: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Indices of the exact Pareto front among the `ok` candidates; equal objective vectors (two
+    regions at one price) count once."""
+    idx = np.flatnonzero(ok)
+    front_idx = idx[pareto.non_dominated_mask(F[idx])]
+    _, first = np.unique(np.round(F[front_idx], 9), axis=0, return_index=True)
+    return front_idx[np.sort(first)]
+
+
+@dataclass
+class PlanContext:
+    """Inputs, scored pairs and the serving table: everything before the candidate grid."""
+
+    inputs: PlanningInputs
+    pairs: list[PairScore]
+    table: ServingTable
+
+
+def prepare(
+    spec: DistillationSpec,
+    *,
+    gpus: list[str] | None = None,
+    probes: dict[str, float] | None = None,
+    run_probe: bool = False,
+    probe_n: int = 16,
+    include_local: bool = True,
+    catalog: Catalog | None = None,
+) -> PlanContext:
+    """Gather inputs, (optionally) probe teachers through tools/synth.probe_teacher, score the pairs."""
     from stratos_agent.tools import pairing
 
     inputs = gather_inputs(spec, catalog=catalog, gpus=gpus, include_local=include_local)
@@ -484,15 +780,23 @@ def plan_for(spec: DistillationSpec, *, gpus: list[str] | None = None, probes: d
         missing = [t.id for t in inputs.teachers if t.id not in probes]
         probes |= pairing.run_probes(spec.task, missing, n=probe_n)
     table = serving_table(spec, inputs)
-    pairs = score_pairs(inputs.task, inputs.teachers, inputs.students, probes, inputs.teacher_usd_per_1k,
-                        student_serving_summary(table, inputs))
+    pairs = score_pairs(
+        inputs.task,
+        inputs.teachers,
+        inputs.students,
+        probes,
+        inputs.teacher_usd_per_1k,
+        student_serving_summary(table, inputs),
+    )
     if not pairs:
         raise InputError("no teacher/student pair: every student is larger than every teacher")
-    return make_plan(spec, inputs, pairs)
+    return PlanContext(inputs, pairs, table)
 
 
-__all__ = ["PlanningInputs", "build_candidates", "explain", "gather_inputs", "make_plan", "plan_for", "save_front_png",
-           "serving_table", "spec_constraints", "student_serving_summary"]
+def plan_for(spec: DistillationSpec, **options) -> Plan:
+    """`prepare` (options: gpus, probes, run_probe, probe_n, include_local, catalog) then `make_plan`."""
+    ctx = prepare(spec, **options)
+    return make_plan(spec, ctx.inputs, ctx.pairs, table=ctx.table)
 
 
 def save_front_png(plan: Plan, path) -> None:
@@ -504,22 +808,64 @@ def save_front_png(plan: Plan, path) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
     if plan.front:
-        pts = ax.scatter([p.cost_usd for p in plan.front], [p.p95_ms for p in plan.front],
-                         c=[100 * p.accuracy for p in plan.front], cmap="viridis", s=28, edgecolors="k", linewidths=0.3)
+        pts = ax.scatter(
+            [p.cost_usd for p in plan.front],
+            [p.p95_ms for p in plan.front],
+            c=[100 * p.accuracy for p in plan.front],
+            cmap="viridis",
+            s=28,
+            edgecolors="k",
+            linewidths=0.3,
+        )
         fig.colorbar(pts, ax=ax, label="expected accuracy (%)")
         for p in {p.gpu: p for p in sorted(plan.front, key=lambda p: -p.cost_usd)}.values():
             ax.annotate(p.gpu, (p.cost_usd, p.p95_ms), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if plan.chosen:
-        ax.scatter([plan.chosen.cost_usd], [plan.chosen.p95_ms], marker="*", s=320, c="red", edgecolors="k",
-                   label=f"chosen: {plan.chosen.gpu} {plan.chosen.strategy}", zorder=5)
+        ax.scatter(
+            [plan.chosen.cost_usd],
+            [plan.chosen.p95_ms],
+            marker="*",
+            s=320,
+            c="red",
+            edgecolors="k",
+            label=f"chosen: {plan.chosen.gpu} {plan.chosen.strategy}",
+            zorder=5,
+        )
         ax.legend(loc="upper right", fontsize=8)
-    ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_yscale("log")
+    costs, lats = [p.cost_usd for p in plan.front], [p.p95_ms for p in plan.front]
+    if costs and min(costs) > 0 and max(costs) / min(costs) > 20:  # log axes only when values span decades
+        ax.set_xscale("log")
+    if lats and max(lats) / min(lats) > 20:
+        ax.set_yscale("log")
     ax.set_xlabel("total cost: training + serving + teacher data ($)")
     ax.set_ylabel("p95 request latency (ms)")
-    ax.set_title(f"Stratos plan for {plan.task}: Pareto front ({len(plan.front)} plans, catalog {plan.catalog_date})",
-                 fontsize=9)
+    ax.set_title(
+        f"Stratos plan for {plan.task}: Pareto front ({len(plan.front)} plans, catalog {plan.catalog_date})",
+        fontsize=9,
+    )
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+__all__ = [
+    "PlanContext",
+    "PlanningInputs",
+    "Screened",
+    "build_candidates",
+    "choose",
+    "evaluate_candidates",
+    "explain",
+    "front_indices",
+    "gather_inputs",
+    "grid_indices",
+    "make_plan",
+    "plan_for",
+    "prepare",
+    "save_front_png",
+    "screen",
+    "serving_table",
+    "spec_constraints",
+    "student_serving_summary",
+]

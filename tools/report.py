@@ -258,8 +258,22 @@ def write_report(state: Mapping[str, Any], out_dir: str | Path) -> dict[str, str
         doc.table([{k: p.get(k) for k in ("server", "gpu", "student", "teacher", "strategy", "lora_rank",
                                           "data_size", "cost_usd", "p95_ms", "accuracy", "train_hours")}
                    for p in (plan.get("front") or [])[:20]])
+        wide = plan.get("catalog_plan")
+        if wide:
+            doc.para(f"Over the whole catalog (not executable from here): {wide.get('why', '-')}")
     else:
         doc.para("No plan was made.")
+    servers = state.get("servers") or {}
+    if servers:
+        doc.heading("Servers")
+        doc.para(f"Catalog of {len({p.get('server') for p in servers.get('profiles', [])})} servers, dated "
+                 f"{servers.get('catalog_date')} ({servers.get('catalog_age_days')} days old). "
+                 f"{servers.get('clouds_note') or ''}. Request shape used for latency: "
+                 f"{servers.get('traffic') or 'as in the spec'}.")
+        doc.table([{k: m.get(k) for k in ("model", "backend", "prompt_tokens", "output_tokens", "p50_ms", "p95_ms",
+                                          "ttft_ms")} for m in servers.get("measured", [])])
+        doc.table([{k: p.get(k) for k in ("server", "student", "fits", "p95_ms", "source", "serving_usd")}
+                   for p in sorted(servers.get("profiles", []), key=lambda p: p.get("p95_ms") or 0)[:15]])
     doc.heading("Teacher x student pairs")
     pairs = (state.get("pairs") or {}).get("pairs") or plan.get("pairs") or []
     doc.table([{"teacher": p.get("teacher"), "student": p.get("student"), "probe_accuracy": p.get("probe_accuracy"),
@@ -294,7 +308,7 @@ def write_report(state: Mapping[str, Any], out_dir: str | Path) -> dict[str, str
     doc.heading("Cost ledger vs budget")
     budget = constraints.get("budget_usd")
     spent = sum(e.get("actual_usd") or 0 for e in ledger)
-    doc.para(f"Spent ${spent:.4f} of {'$%g' % budget if budget else 'no'} budget; plan total estimate "
+    doc.para(f"Spent ${spent:.4f} of {f'${budget:g}' if budget else 'no'} budget; plan total estimate "
              f"${point.get('cost_usd', 0) or 0:.2f} (training + serving for the stated traffic).")
     doc.table(ledger, ["stage", "server", "usd_per_hour", "estimated_usd", "actual_usd", "wall_s"])
     doc.image("ledger", ledger_png(ledger, budget), "Cost ledger")

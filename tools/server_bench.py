@@ -49,15 +49,22 @@ def hardware_fingerprint(threads: int | None = None) -> HardwareFingerprint:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return HardwareFingerprint(cpu_model=_cpu_model(), cores=_cores(), threads=threads or torch.get_num_threads(),
-                               torch_version=torch.__version__, gpu=gpu)
+    return HardwareFingerprint(
+        cpu_model=_cpu_model(),
+        cores=_cores(),
+        threads=threads or torch.get_num_threads(),
+        torch_version=torch.__version__,
+        gpu=gpu,
+    )
 
 
 def bench_dir() -> Path:
     return get_settings().cache_dir / "server-bench"
 
 
-def _cache_path(kind: str, fp: HardwareFingerprint, model: str = "", backend: str = "", day: str = "") -> Path:
+def _cache_path(
+    kind: str, fp: HardwareFingerprint, model: str = "", backend: str = "", day: str = ""
+) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
     return bench_dir() / f"{kind}-{fp.key}-{safe}-{backend}-{day}.json".replace("--", "-")
 
@@ -102,12 +109,23 @@ def local_offer(threads: int | None = None) -> ServerOffer:
     threads = threads or get_settings().threads or torch.get_num_threads()
     bw, tflops = measure_peaks(threads)
     ram = psutil.virtual_memory().total / 1e9
-    return ServerOffer(provider="local", instance_type=f"this-machine-{threads}t", gpu="CPU", gpu_count=1,
-                       gpu_memory_gb=ram, region="local", on_demand_usd_h=0.0, spot_usd_h=None,
-                       mem_bw_gbps=bw, bf16_tflops=tflops,
-                       interconnect=f"{_cpu_model()}, {_cores()} cores, {threads} torch threads (fp32)",
-                       vcpus=_cores(), ram_gb=ram, source="measured (stream copy + fp32 matmul)",
-                       date=date.today().isoformat())
+    return ServerOffer(
+        provider="local",
+        instance_type=f"this-machine-{threads}t",
+        gpu="CPU",
+        gpu_count=1,
+        gpu_memory_gb=ram,
+        region="local",
+        on_demand_usd_h=0.0,
+        spot_usd_h=None,
+        mem_bw_gbps=bw,
+        bf16_tflops=tflops,
+        interconnect=f"{_cpu_model()}, {_cores()} cores, {threads} torch threads (fp32)",
+        vcpus=_cores(),
+        ram_gb=ram,
+        source="measured (stream copy + fp32 matmul)",
+        date=date.today().isoformat(),
+    )
 
 
 def _pcts(samples: Sequence[float]) -> tuple[float, float]:
@@ -123,8 +141,14 @@ def _kv_bytes_per_token(config, dtype_bytes: int) -> int:
     return int(config.num_hidden_layers * kv_heads * head_dim * 2 * dtype_bytes)
 
 
-def _bench_transformers(model_id: str, prompt_tokens: int, output_tokens: int, batches: Sequence[int],
-                        requests: int, progress: Progress) -> dict:
+def _bench_transformers(
+    model_id: str,
+    prompt_tokens: int,
+    output_tokens: int,
+    batches: Sequence[int],
+    requests: int,
+    progress: Progress,
+) -> dict:
     import torch
 
     from stratos_agent.models import load_model_and_tokenizer
@@ -170,14 +194,29 @@ def _bench_transformers(model_id: str, prompt_tokens: int, output_tokens: int, b
         ttfts.append(pre)
         latencies.append(pre + sum(steps))
     p50, p95 = _pcts(latencies)
-    return dict(params=params, weight_bytes=params * dtype_bytes,
-                kv_bytes_per_token=_kv_bytes_per_token(model.config, dtype_bytes),
-                prefill_tok_s=prompt_tokens / prefill, decode_tok_s=decode,
-                ttft_ms=statistics.median(ttfts) * 1e3, p50_ms=p50 * 1e3, p95_ms=p95 * 1e3)
+    return {
+        "params": params,
+        "weight_bytes": params * dtype_bytes,
+        "layers": model.config.num_hidden_layers,
+        "kv_bytes_per_token": _kv_bytes_per_token(model.config, dtype_bytes),
+        "prefill_tok_s": prompt_tokens / prefill,
+        "decode_tok_s": decode,
+        "ttft_ms": statistics.median(ttfts) * 1e3,
+        "p50_ms": p50 * 1e3,
+        "p95_ms": p95 * 1e3,
+    }
 
 
-def _bench_vllm(url: str, model_id: str, served_name: str, prompt_tokens: int, output_tokens: int,
-                batches: Sequence[int], requests: int, progress: Progress) -> dict:
+def _bench_vllm(
+    url: str,
+    model_id: str,
+    served_name: str,
+    prompt_tokens: int,
+    output_tokens: int,
+    batches: Sequence[int],
+    requests: int,
+    progress: Progress,
+) -> dict:
     """Time an OpenAI-compatible server (vLLM: `ignore_eos` forces the answer length) with streaming."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -188,8 +227,15 @@ def _bench_vllm(url: str, model_id: str, served_name: str, prompt_tokens: int, o
     cand = get_registry().get(model_id)
     if cand.parameters is None:
         raise InputError(f"model {model_id!r} has no parameter count; cannot relate a vLLM timing to it")
-    body = {"model": served_name, "prompt": " hello" * prompt_tokens, "max_tokens": output_tokens,
-            "min_tokens": output_tokens, "ignore_eos": True, "temperature": 0.0, "stream": True}
+    body = {
+        "model": served_name,
+        "prompt": " hello" * prompt_tokens,
+        "max_tokens": output_tokens,
+        "min_tokens": output_tokens,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "stream": True,
+    }
 
     def one() -> tuple[float, float]:
         t0 = time.perf_counter()
@@ -215,44 +261,71 @@ def _bench_vllm(url: str, model_id: str, served_name: str, prompt_tokens: int, o
     runs = [one() for _ in range(requests)]
     ttft = statistics.median(r[0] for r in runs)
     p50, p95 = _pcts([r[1] for r in runs])
-    return dict(params=cand.parameters, weight_bytes=cand.weight_bytes(2),
-                kv_bytes_per_token=cand.kv_cache_bytes_per_token(2) or 0,
-                prefill_tok_s=prompt_tokens / ttft, decode_tok_s=decode,
-                ttft_ms=ttft * 1e3, p50_ms=p50 * 1e3, p95_ms=p95 * 1e3)
+    return {
+        "params": cand.parameters,
+        "weight_bytes": cand.weight_bytes(2),
+        "layers": cand.layers or 0,
+        "kv_bytes_per_token": cand.kv_cache_bytes_per_token(2) or 0,
+        "prefill_tok_s": prompt_tokens / ttft,
+        "decode_tok_s": decode,
+        "ttft_ms": ttft * 1e3,
+        "p50_ms": p50 * 1e3,
+        "p95_ms": p95 * 1e3,
+    }
 
 
-def bench_model(model_id: str, *, url: str | None = None, served_name: str | None = None,
-                prompt_tokens: int = 64, output_tokens: int = 16, batches: Sequence[int] = DEFAULT_BATCHES,
-                requests: int = 5, threads: int | None = None, force: bool = False,
-                progress: Progress | None = None) -> BenchResult:
+def bench_model(
+    model_id: str,
+    *,
+    url: str | None = None,
+    served_name: str | None = None,
+    prompt_tokens: int = 64,
+    output_tokens: int = 16,
+    batches: Sequence[int] = DEFAULT_BATCHES,
+    requests: int = 5,
+    threads: int | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> BenchResult:
     """Measure (or reuse today's cached measurement of) one model on this hardware."""
     import torch
 
     if prompt_tokens < 1 or output_tokens < 2 or requests < 1 or any(b < 1 for b in batches):
-        raise InputError("prompt_tokens >= 1, output_tokens >= 2, requests >= 1 and batch sizes >= 1 are required")
+        raise InputError(
+            "prompt_tokens >= 1, output_tokens >= 2, requests >= 1 and batch sizes >= 1 are required"
+        )
     threads = threads or get_settings().threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     fp = hardware_fingerprint(threads)
     backend = "vllm" if url else "transformers"
     day = date.today().isoformat()
-    path = _cache_path("bench", fp, model_id, backend, day)
+    shape = f"p{prompt_tokens}-o{output_tokens}-b{'_'.join(map(str, batches))}"
+    path = _cache_path("bench", fp, f"{model_id}-{shape}", backend, day)
     if path.exists() and not force:
-        cached = BenchResult.model_validate_json(path.read_text())
-        if (cached.prompt_tokens, cached.output_tokens) == (prompt_tokens, output_tokens) and \
-                set(cached.decode_tok_s) == set(batches):
-            return cached
+        return BenchResult.model_validate_json(path.read_text())
     progress = progress or (lambda _msg: None)
     start = time.perf_counter()
     if url:
-        figures = _bench_vllm(url, model_id, served_name or model_id, prompt_tokens, output_tokens, batches,
-                              requests, progress)
+        figures = _bench_vllm(
+            url, model_id, served_name or model_id, prompt_tokens, output_tokens, batches, requests, progress
+        )
         peak_bw = peak_tf = None
     else:
         peak_bw, peak_tf = measure_peaks(threads)
         figures = _bench_transformers(model_id, prompt_tokens, output_tokens, batches, requests, progress)
-    result = BenchResult(model=model_id, backend=backend, fingerprint=fp, date=day, prompt_tokens=prompt_tokens,
-                         output_tokens=output_tokens, requests=requests, peak_mem_bw_gbps=peak_bw,
-                         peak_tflops=peak_tf, seconds=time.perf_counter() - start, **figures)
+    result = BenchResult(
+        model=model_id,
+        backend=backend,
+        fingerprint=fp,
+        date=day,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        requests=requests,
+        peak_mem_bw_gbps=peak_bw,
+        peak_tflops=peak_tf,
+        seconds=time.perf_counter() - start,
+        **figures,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(result.model_dump_json(indent=1))
@@ -261,14 +334,22 @@ def bench_model(model_id: str, *, url: str | None = None, served_name: str | Non
 
 
 def cached_results(fingerprint: HardwareFingerprint | None = None) -> list[BenchResult]:
-    """Every cached measurement (newest per fingerprint + model + backend), optionally for one machine."""
-    latest: dict[tuple[str, str, str], BenchResult] = {}
+    """Every cached measurement (newest per fingerprint + model + backend + request shape), optionally
+    for one machine: the calibration points of the roofline model."""
+    latest: dict[tuple, BenchResult] = {}
     for path in sorted(bench_dir().glob("bench-*.json")):
         try:
             res = BenchResult.model_validate_json(path.read_text())
         except ValueError:
             continue  # a half-written or foreign file is not a measurement
-        key = (res.fingerprint.key, res.model, res.backend)
+        key = (
+            res.fingerprint.key,
+            res.model,
+            res.backend,
+            res.prompt_tokens,
+            res.output_tokens,
+            tuple(sorted(res.decode_tok_s)),
+        )
         if key not in latest or res.date >= latest[key].date:
             latest[key] = res
     return [r for r in latest.values() if fingerprint is None or r.fingerprint.key == fingerprint.key]

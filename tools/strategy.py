@@ -34,28 +34,55 @@ def allowed_strategies(has_solver: bool, logit_kd: bool) -> list[Strategy]:
     return allowed
 
 
-def decide_strategy(probe_accuracy: float, has_solver: bool, logit_kd: bool, *, teacher: str = "",
-                    student: str = "", align_threshold: float = ALIGN_THRESHOLD,
-                    strong_threshold: float = STRONG_THRESHOLD) -> StrategyDecision:
+def decide_strategy(
+    probe_accuracy: float,
+    has_solver: bool,
+    logit_kd: bool,
+    *,
+    teacher: str = "",
+    student: str = "",
+    align_threshold: float = ALIGN_THRESHOLD,
+    strong_threshold: float = STRONG_THRESHOLD,
+) -> StrategyDecision:
     """The recommended strategy and the numbers behind it (also logged)."""
     allowed = allowed_strategies(has_solver, logit_kd)
     alignment: Strategy = "alignment-logit" if logit_kd else "alignment-seq"
-    numbers = {"probe_accuracy": round(probe_accuracy, 4), "align_threshold": align_threshold,
-               "strong_threshold": strong_threshold, "has_solver": has_solver, "logit_kd": logit_kd}
+    numbers = {
+        "probe_accuracy": round(probe_accuracy, 4),
+        "align_threshold": align_threshold,
+        "strong_threshold": strong_threshold,
+        "has_solver": has_solver,
+        "logit_kd": logit_kd,
+    }
+    how = (
+        "token distributions: same tokenizer"
+        if logit_kd
+        else "sequence-level: tokenizers differ or black-box teacher"
+    )
     if probe_accuracy >= strong_threshold or (probe_accuracy >= align_threshold and not has_solver):
         strategy = alignment
-        reason = (f"teacher probe accuracy {probe_accuracy:.0%} >= {align_threshold:.0%}: the teacher knows the "
-                  f"task, so the student learns its outputs ({'token distributions: same tokenizer' if logit_kd else 'sequence-level: tokenizers differ or black-box teacher'})")
+        reason = (
+            f"teacher probe accuracy {probe_accuracy:.0%} >= {align_threshold:.0%}: the teacher knows the "
+            f"task, so the student learns its outputs ({how})"
+        )
     elif has_solver:
         strategy = "injection"
-        weak = "below" if probe_accuracy < align_threshold else f"under {strong_threshold:.0%}, i.e. weak,"
-        reason = (f"teacher probe accuracy {probe_accuracy:.0%} is {weak} and the task has answers known by "
-                  "construction: inject knowledge (reverse synthesis: solver labels + teacher rationale, then GRPO "
-                  "with the verifier as reward)")
+        weak = (
+            f"below {align_threshold:.0%}"
+            if probe_accuracy < align_threshold
+            else f"under {strong_threshold:.0%}, i.e. weak,"
+        )
+        reason = (
+            f"teacher probe accuracy {probe_accuracy:.0%} is {weak} and the task has answers known by "
+            "construction: inject knowledge (reverse synthesis: solver labels + teacher rationale, then GRPO "
+            "with the verifier as reward)"
+        )
     else:
         strategy = "alignment-seq"
-        reason = (f"teacher probe accuracy {probe_accuracy:.0%} < {align_threshold:.0%} but the task has no solver "
-                  "or verified answers to inject from: sequence-level alignment keeping only verified outputs "
-                  "(expect a low ceiling; bring a stronger teacher or a verified dataset)")
+        reason = (
+            f"teacher probe accuracy {probe_accuracy:.0%} < {align_threshold:.0%} but the task has no solver "
+            "or verified answers to inject from: sequence-level alignment keeping only verified outputs "
+            "(expect a low ceiling; bring a stronger teacher or a verified dataset)"
+        )
     log.info("strategy %s for %s -> %s: %s %s", strategy, teacher, student, reason, numbers)
     return StrategyDecision(strategy=strategy, allowed=allowed, reason=reason, numbers=numbers)

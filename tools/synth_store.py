@@ -171,7 +171,7 @@ def _save_hf(splits: Mapping[str, list[dict[str, Any]]], target: Path) -> None:
     quiet = datasets.is_progress_bar_enabled()  # our caller shows its own progress
     datasets.disable_progress_bars()
     try:
-        dd.save_to_disk(str(tmp))
+        dd.save_to_disk(str(tmp), num_shards={name: 1 for name in dd})  # 0 shards (an empty split) won't load
     finally:
         if quiet:
             datasets.enable_progress_bars()

@@ -21,10 +21,6 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-
-from stratos_agent.errors import InputError
-from stratos_agent.records.training import StudentModel, TrainConfig
-from stratos_agent.settings import apply_thread_settings, get_settings
 from stratos_agent.tools.train_callbacks import (
     MetricsCallback,
     ProgressCallback,
@@ -33,6 +29,11 @@ from stratos_agent.tools.train_callbacks import (
 )
 from stratos_agent.tools.train_card import write_model_card
 from stratos_agent.tools.train_memory import check_fits, estimate_memory
+from transformers import PrinterCallback
+
+from stratos_agent.errors import InputError
+from stratos_agent.records.training import StudentModel, TrainConfig
+from stratos_agent.settings import apply_thread_settings, get_settings
 
 # SmolLM2's ChatML without the default system prompt (~20 tokens saved on every training row and
 # request; the fine-tuned student does not need to be told it is a helpful assistant).
@@ -170,14 +171,40 @@ def _atomic_save(target: Path, model, tokenizer) -> Path:
     return target
 
 
-def train(config: TrainConfig, *, run_dir: Path | None = None, console: Console | None = None) -> StudentModel:
+def checkpoint_model(checkpoint: Path, base_model: str, out_dir: Path) -> Path:
+    """A loadable HF folder for a checkpoint: itself for a full fine-tune; base + adapter merged into
+    `out_dir` for LoRA (learning curves evaluate intermediate checkpoints this way)."""
+    if not (checkpoint / "adapter_config.json").is_file():
+        return checkpoint
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from stratos_agent.models import local_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    base = _load_model(local_model_path(base_model), TrainConfig.model_construct(gradient_checkpointing=False),
+                       tokenizer)
+    merged = PeftModel.from_pretrained(base, checkpoint).merge_and_unload()
+    return _atomic_save(out_dir, merged, tokenizer)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    run_dir: Path | None = None,
+    console: Console | None = None,
+    callbacks: list | None = None,
+) -> StudentModel:
     """Train (or resume, or return the finished) run described by `config`.
 
     Raises ResourceError before loading anything when the memory estimate does not fit, InputError
     for bad data / a run folder holding another config.
     """
-    from stratos_agent.models import local_model_path
     from stratos_agent.tools import train_methods as methods
+
+    from stratos_agent.models import local_model_path
 
     console = console or Console(stderr=True)
     run_dir = Path(run_dir) if run_dir else run_dir_for(config)
@@ -206,7 +233,7 @@ def train(config: TrainConfig, *, run_dir: Path | None = None, console: Console 
     model = _load_model(base_dir, config, tokenizer)
     dataset = load_training_data(config.data)
     metrics = MetricsCallback(run_dir / "metrics.csv", run_dir / "loss.png", f"{config.run_name} ({detail})")
-    callbacks = [ProgressCallback(console, description=config.run_name), metrics]
+    callbacks = [ProgressCallback(console, description=config.run_name), metrics, *(callbacks or [])]
     if config.time_limit_s:
         callbacks.append(TimeLimitCallback(config.time_limit_s))
     ckpt_dir = run_dir / "checkpoints"
@@ -218,6 +245,7 @@ def train(config: TrainConfig, *, run_dir: Path | None = None, console: Console 
     else:  # sft, and sequence-level KD (SFT on verified teacher outputs)
         trainer = methods.sft_trainer(config, model, tokenizer, dataset, ckpt_dir, callbacks)
 
+    trainer.remove_callback(PrinterCallback)  # our bar and metrics.csv replace the raw log prints
     resume = last_checkpoint(ckpt_dir)
     resumed_from = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else None
     if resume:

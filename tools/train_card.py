@@ -9,7 +9,7 @@ from stratos_agent.records.training import StudentModel
 EVAL_START = "<!-- stratos:eval:start -->"
 EVAL_END = "<!-- stratos:eval:end -->"
 _HYPERPARAMETERS = (
-    "lora", "lora_r", "lora_alpha", "learning_rate", "lr_scheduler", "warmup_ratio", "epochs", "max_steps",
+    "lora", "lora_r", "lora_alpha", "learning_rate", "lr_scheduler", "warmup", "epochs", "max_steps",
     "batch_size", "grad_accum", "max_seq_len", "gradient_checkpointing", "seed",
 )
 _METHOD_FIELDS = {
@@ -42,8 +42,8 @@ def write_model_card(student: StudentModel, *, data_card: str | None) -> Path:
         + (f" (resumed from step {student.resumed_from_step})" if student.resumed_from_step else ""),
         f"- final training loss: {student.train_loss:.4f}" if student.train_loss is not None else "- loss: n/a",
         f"- training time: {student.train_seconds:.0f} s; tokens seen: {student.tokens_seen or 'n/a'}",
-        f"- peak RSS: {student.peak_rss_bytes / gib:.2f} GiB "
-        f"(estimated before launch: {student.memory_estimate.total_bytes / gib:.2f} GiB)",
+        (f"- peak RSS: {student.peak_rss_bytes / gib:.2f} GiB "
+        f"(estimated before launch: {student.memory_estimate.total_bytes / gib:.2f} GiB)"),
     ]
     if student.fallback_reason:
         lines.append(f"- distillation note: {student.fallback_reason}")

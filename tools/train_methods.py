@@ -26,31 +26,31 @@ def _on_gpu() -> bool:
 def common_args(config: TrainConfig, output_dir: Path) -> dict[str, Any]:
     """TrainingArguments shared by every method."""
     gpu = _on_gpu()
-    return dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,  # a float < 1 is a fraction of the total steps
-        weight_decay=config.weight_decay,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=gpu,  # TRL turns bf16 on by default; CPU training stays fp32
-        fp16=False,
-        use_cpu=not gpu,
-        gradient_checkpointing=config.gradient_checkpointing,
-        report_to="none",
-        disable_tqdm=True,  # our rich bar replaces tqdm
-        dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding",
-    )
+    return {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.grad_accum,
+        "learning_rate": config.learning_rate,
+        "lr_scheduler_type": config.lr_scheduler,
+        "warmup_steps": config.warmup,  # a float < 1 is a fraction of the total steps
+        "weight_decay": config.weight_decay,
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps,
+        "logging_steps": config.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "bf16": gpu,  # TRL turns bf16 on by default; CPU training stays fp32
+        "fp16": False,
+        "use_cpu": not gpu,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "report_to": "none",
+        "disable_tqdm": True,  # our rich bar replaces tqdm
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding",
+    }
 
 
 def lora_config(config: TrainConfig):

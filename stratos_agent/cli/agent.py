@@ -290,7 +290,7 @@ def _print_status(outcome: Any) -> None:
         console.print(f"approval {gate}: {approval.get('decision')}{' (auto-skipped)' if approval.get('auto') else ''}")
     spent = sum(e.get("actual_usd") or 0 for e in v.get("ledger") or [])
     budget = ((v.get("spec") or {}).get("constraints") or {}).get("budget_usd")
-    console.print(f"spent ${spent:.4f} of {'$%g' % budget if budget else 'no'} budget")
+    console.print(f"spent ${spent:.4f} of {f'${budget:g}' if budget else 'no'} budget")
     if outcome.interrupt:
         console.print(f"waiting at gate: {outcome.interrupt.get('gate')}")
 

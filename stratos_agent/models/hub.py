@@ -13,11 +13,11 @@ HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
 
 
-def _fix_hint(repo_id: str) -> str:
+def _fix_hint(repo_id: str, offline: bool) -> str:
+    network = "unset HF_HUB_OFFLINE / STRATOS_OFFLINE" if offline else "allow access to huggingface.co"
     return (
         "Fix: pass a local HF folder instead (a directory with config.json), use a built-in id "
-        "(`smollm2-135m`, `smollm2-135m-half`), or allow network access to huggingface.co "
-        f"(unset HF_HUB_OFFLINE / STRATOS_OFFLINE) so `{repo_id}` can be downloaded once."
+        f"(`smollm2-135m`, `smollm2-135m-half`), or {network} so `{repo_id}` is downloaded once."
     )
 
 
@@ -42,7 +42,7 @@ def hub_folder(repo_id: str, *, offline: bool) -> Path:
         how = "offline mode is on (HF_HUB_OFFLINE or STRATOS_OFFLINE)" if offline else "the hub is unreachable"
         raise OfflineError(
             f"HF hub model `{repo_id}` is not in the local HF cache and {how}: tried "
-            f"snapshot_download('{repo_id}', local_files_only={offline}). {_fix_hint(repo_id)}"
+            f"snapshot_download('{repo_id}', local_files_only={offline}). {_fix_hint(repo_id, offline)}"
         ) from exc
     except (OSError, httpx.HTTPError) as exc:  # connection refused, DNS failure, timeouts
-        raise OfflineError(f"HF hub model `{repo_id}`: download failed ({exc}). {_fix_hint(repo_id)}") from exc
+        raise OfflineError(f"HF hub model `{repo_id}`: download failed ({exc}). {_fix_hint(repo_id, offline)}") from exc

@@ -25,7 +25,7 @@ class PairScore(BaseModel):
     student: str
     probe_accuracy: float = Field(ge=0, le=1)
     probe_source: Literal["measured", "prior"] = Field(
-        description="'measured' = forward-synthesis probe run; 'prior' = registry/heuristic when no probe ran."
+        description="'measured' = forward-synthesis probe run; 'prior' = documented heuristic, no probe ran."
     )
     teacher_usd_per_1k_tokens: float
     student_params: int
@@ -62,7 +62,8 @@ class PlanPoint(BaseModel):
 
     def label(self) -> str:
         rank = "full" if self.lora_rank == 0 else f"r{self.lora_rank}"
-        return f"{self.gpu}x{self.gpu_count} {self.student} <- {self.teacher} {self.strategy} {rank} n={self.data_size}"
+        pair = f"{self.student} <- {self.teacher}"
+        return f"{self.gpu}x{self.gpu_count} {pair} {self.strategy} {rank} n={self.data_size}"
 
 
 class Plan(BaseModel):

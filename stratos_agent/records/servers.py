@@ -82,6 +82,7 @@ class BenchResult(BaseModel):
     params: int = Field(description="Parameter count of the model that was timed.")
     weight_bytes: int = Field(description="Bytes of weights read per decode step (dtype as served).")
     kv_bytes_per_token: int
+    layers: int = Field(description="Decoder layers (per-layer dispatch overhead dominates tiny models).")
     prompt_tokens: int
     output_tokens: int
     prefill_tok_s: float

@@ -34,7 +34,7 @@ class TrainConfig(BaseModel):
     lora_dropout: float = 0.0
     learning_rate: float = 2e-4
     lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
+    warmup: float = Field(default=0.03, description="Warm-up: a fraction of the steps (< 1) or a step count.")
     weight_decay: float = 0.0
     epochs: float = 1.0
     max_steps: int = Field(default=-1, description="Overrides epochs when > 0.")

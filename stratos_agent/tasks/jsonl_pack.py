@@ -54,13 +54,15 @@ class JsonlTaskPack(BaseTaskPack):
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | None = None,
         *,
         checker: str | None = None,
         on_bad_line: str | None = None,
         tolerance: float | None = None,
         answer_prefix: str | None = None,
     ) -> None:
+        if not path:
+            raise InputError("the jsonl task needs your file: --task jsonl:PATH (one JSON question/answer per line)")
         self.path = Path(path).expanduser()
         config = self._sidecar_config()
         self.checker = checker or config.get("checker", "exact")

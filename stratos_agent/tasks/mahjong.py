@@ -35,6 +35,7 @@ ANSWER_PREFIX = "Winning tiles:"
 NONE_WORD = "none"
 NOTATIONS = ("both", "compact", "unicode")
 RATIONALE_STYLES = ("steps", "answer", "search")
+PROMPTS = ("full", "short")  # short: the hand only, for students trained on it (added by H4)
 
 # Meld kinds as local tile tuples: 34 pons and 21 chis (chis only in the three numbered suits).
 _MELDS: tuple[tuple[int, ...], ...] = tuple((t, t, t) for t in range(34)) + tuple(
@@ -239,7 +240,10 @@ class MahjongPack(BaseTaskPack):
     rationale_styles = RATIONALE_STYLES
     difficulty_buckets: tuple[Hashable, ...] = tuple(range(10))  # number of winning tiles
 
-    def __init__(self, notation: str = "compact", noten_share: float = 0.15) -> None:
+    def __init__(self, notation: str = "compact", noten_share: float = 0.15, prompt: str = "full") -> None:
+        if prompt not in PROMPTS:
+            raise InputError(f"unknown prompt {prompt!r}; choose from {list(PROMPTS)}")
+        self.prompt = prompt
         if notation not in NOTATIONS:
             raise InputError(f"unknown hand notation {notation!r}; choose from {list(NOTATIONS)}")
         if not 0.0 <= noten_share <= 1.0:
@@ -296,6 +300,8 @@ class MahjongPack(BaseTaskPack):
         tokens (~16 a hand) in the same notation the rationale and the answer line use. The public
         benchmark stays Unicode: conversion at the pack boundary is lossless and deterministic.
         """
+        if self.prompt == "short":  # fine-tuned students: the rules live in the weights (~4x fewer tokens)
+            return f"Hand: {self.render_hand(item)}"
         return (
             "Mahjong: a complete hand is 4 melds (3 in a row in one suit, or 3 of a kind) + 1 pair.\n"
             f"Hand: {self.render_hand(item)}\n"

@@ -1,0 +1,157 @@
+"""Overhead of the agent graph over the same training run done by hand.
+
+One small LoRA SFT run of the bundled SmolLM2-135M on reverse-synthesised Mahjong data, three ways,
+in one process, on the same data and hyperparameters:
+
+  A. a hand-written TRL script (SFTTrainer + PEFT LoRA, merge, save) -- what a user would write;
+  B. the train tool called directly (`tools.train.train` with the config the agent builds);
+  C. the agent graph: intake -> planner -> guarded tool node -> train tool, with SQLite checkpoints.
+
+Prints and saves `evals/results/bench_overhead.json` with the ratios C/A and C/B (goal: C/A <= 1.03).
+The three runs train the same number of steps with the same checkpoint interval, so the difference is
+orchestration (graph, checkpoints, guards, planner) plus the tool's own extras (memory estimate, metrics,
+model card). Run: `.venv/bin/python evals/bench_overhead.py --steps 40`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _trl_script(data: Path, out: Path, cfg, threads: int) -> float:
+    """A: the hand-written TRL run with the same settings as the agent's TrainConfig. Returns seconds."""
+    import torch
+    from datasets import load_from_disk
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from stratos_agent.models import local_model_path
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    base = local_model_path(cfg.base_model)
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.chat_template = cfg.chat_template
+    tok.pad_token = tok.pad_token or tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    rows = load_from_disk(str(data))["train"]
+    rows = rows.map(lambda r: {"prompt": [{"role": "user", "content": r["prompt"]}],
+                               "completion": [{"role": "assistant", "content": r["completion"]}]},
+                    remove_columns=rows.column_names)
+    args = SFTConfig(output_dir=str(out / "ckpt"), per_device_train_batch_size=cfg.batch_size,
+                     learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
+                     warmup_steps=cfg.warmup, max_steps=cfg.max_steps, logging_steps=cfg.logging_steps,
+                     save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
+                     seed=cfg.seed, bf16=False, use_cpu=True, report_to="none", max_length=cfg.max_seq_len,
+                     completion_only_loss=True, packing=False, dataloader_num_workers=0)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tok, peft_config=lora)
+    trainer.train()
+    merged = trainer.model.merge_and_unload()
+    merged.save_pretrained(out / "model")
+    tok.save_pretrained(out / "model")
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=40, help="training steps per run (batch 8)")
+    ap.add_argument("--n", type=int, default=600, help="synthesised examples (solver mode)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=RESULTS / "bench_overhead.json")
+    args = ap.parse_args()
+    os.environ["STRATOS_THREADS"] = str(args.threads)
+    os.environ["STRATOS_LOCAL_TRAIN_MINUTES"] = "600"  # no time cap: all three runs do every step
+    work = Path(tempfile.mkdtemp(prefix="stratos-overhead-"))
+    os.environ["STRATOS_RUNS_DIR"] = str(work / "runs")
+
+    from stratos_agent.graphs.adapters import pack_for, recipe, train_config
+    from stratos_agent.graphs.planners import RulePlanner, read_status, rule_decision
+    from stratos_agent.graphs.session import AgentSession
+    from stratos_agent.graphs.toolset import ToolContext, TrainStudentArgs
+    from stratos_agent.tools.synth import synthesize
+    from stratos_agent.tools.train import train
+
+    from stratos_agent.records.plans import PlanPoint
+    from stratos_agent.settings import get_settings
+    from stratos_agent.spec import DistillationSpec
+    from stratos_agent.state import dump, initial_state
+
+    get_settings.cache_clear()
+    spec = DistillationSpec(task="mahjong", constraints={"budget_usd": 20})
+    dataset = synthesize(pack_for("mahjong", "student"), args.n, work / "data", mode="solver",
+                         style=recipe("mahjong")["style"], distribution="even")
+    point = PlanPoint(server="local:this-machine:local", gpu="CPU", gpu_count=1, teacher="smollm2-135m",
+                      student="smollm2-135m", strategy="injection", lora_rank=16, data_size=args.n, replicas=1,
+                      cost_usd=0, cost_training_usd=0, cost_serving_usd=0, cost_synthesis_usd=0, p95_ms=0,
+                      accuracy=0, train_hours=0, latency_source="modelled")
+    plan = {"task": "mahjong", "chosen": point.model_dump(mode="json"), "front": [], "feasible": True,
+            "why": "benchmark: fixed local LoRA plan"}
+
+    def state(thread: str) -> dict:
+        s = initial_state(thread, str(work / "runs" / thread), spec=spec.model_dump(mode="json"), auto_approve=True)
+        s.update(servers={"profiles": []}, pairs={"pairs": []}, plan=plan, dataset=dump(dataset),
+                 approvals={"plan": {"decision": "approve", "auto": True}})
+        return s
+
+    cfg = train_config(ToolContext(state=state("direct"), run_dir=work), TrainStudentArgs(max_steps=args.steps))
+    print(f"config: LoRA r{cfg.lora_r}, {cfg.max_steps} steps, batch {cfg.batch_size}, lr {cfg.learning_rate}",
+          flush=True)
+
+    trl_s = _trl_script(dataset.hf_path, work / "trl", cfg, args.threads)
+    print(f"A hand-written TRL script: {trl_s:.1f} s", flush=True)
+
+    t0 = time.perf_counter()
+    train(cfg.model_copy(update={"run_name": "direct"}), run_dir=work / "direct")
+    tool_s = time.perf_counter() - t0
+    print(f"B train tool directly:     {tool_s:.1f} s", flush=True)
+
+    class FixedSteps(RulePlanner):
+        """The rule planner, asking for exactly --steps training steps."""
+
+        def _generate(self, messages, stop=None, run_manager=None, **kw):  # type: ignore[override]
+            status = read_status(messages)
+            if status.get("next_tool") == "train_student":
+                status["suggested_args"] = {"max_steps": args.steps}
+            from langchain_core.outputs import ChatGeneration, ChatResult
+
+            return ChatResult(generations=[ChatGeneration(message=rule_decision(status))])
+
+    session = AgentSession("graph", runs_dir=work / "runs", graph_kwargs={"planner": FixedSteps()})
+    session.run_dir.mkdir(parents=True)
+    (session.run_dir / "run.json").write_text(json.dumps({"thread_id": "graph"}))
+    t0 = time.perf_counter()
+    with session.graph() as graph:
+        graph.invoke(state("graph"), session.config, interrupt_after=["tools"])
+        values = graph.get_state(session.config).values
+    graph_s = time.perf_counter() - t0
+    assert values.get("model"), "the graph did not train"
+    print(f"C through the agent graph: {graph_s:.1f} s", flush=True)
+
+    result = {
+        "command": f"python evals/bench_overhead.py --steps {args.steps} --n {args.n} --threads {args.threads}",
+        "steps": args.steps, "threads": args.threads, "load_avg_1m": os.getloadavg()[0],
+        "trl_script_s": round(trl_s, 2), "train_tool_s": round(tool_s, 2), "graph_s": round(graph_s, 2),
+        "graph_over_trl": round(graph_s / trl_s, 4), "graph_over_tool": round(graph_s / tool_s, 4),
+        "goal": "graph_over_trl <= 1.03",
+        "python": sys.version.split()[0],
+    }
+    print(json.dumps(result, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

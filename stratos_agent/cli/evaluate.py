@@ -1,0 +1,91 @@
+"""`stratos eval`: score a model folder, registry id or OpenAI-compatible endpoint on a held-out file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stratos_agent.cli.app import app, err_console
+
+
+def parse_options(pairs: list[str]) -> dict[str, str]:
+    """`["prompt=short"]` -> `{"prompt": "short"}`; anything else is an InputError."""
+    from stratos_agent.errors import InputError
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--task-option expects KEY=VALUE, got {pair!r}")
+        options[key.strip()] = value.strip()
+    return options
+
+
+@app.command(
+    "eval",
+    epilog=(
+        "Examples:\n\n"
+        "    stratos eval --task mahjong --data mahjong_test.jsonl --model runs/mj-sft/model --limit 200\n\n"
+        "    stratos eval --task mahjong --data mahjong_test.jsonl --model smollm2-135m --out teacher.json\n\n"
+        "    stratos eval --task mahjong --data mahjong_test.jsonl --endpoint http://127.0.0.1:8000/v1 "
+        "--model-name student --concurrency 16"
+    ),
+)
+def eval_command(
+    data: Annotated[Path, typer.Option(
+        help="Held-out JSONL in the task's public format (Mahjong: the public benchmark rows "
+        '{"hand": [13 Unicode tiles], "winning_tiles": [...]}, read as is).')],
+    task: Annotated[str, typer.Option(help="Task pack: mahjong, gsm8k, or jsonl:PATH.")] = "mahjong",
+    task_option: Annotated[list[str] | None, typer.Option(
+        help="Task pack option KEY=VALUE, repeatable; use what the student was trained with, e.g. "
+        "prompt=short for a Mahjong student trained on hand-only prompts.")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Local model: a trained folder (runs/RUN/model), a registry id (smollm2-135m) or an HF id.")] = None,
+    endpoint: Annotated[str | None, typer.Option(
+        help="OpenAI-compatible base URL instead of --model, e.g. http://127.0.0.1:8000/v1 "
+        "(key from OPENAI_API_KEY).")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Model name served at --endpoint.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N rows.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON report here instead of stdout.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Local generation batch (left padded, greedy).")] = 16,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight against --endpoint.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(
+        help="Token budget per answer (rationale styles need ~300; answer-only ~16).")] = 256,
+    threads: Annotated[int | None, typer.Option(help="torch threads [default: STRATOS_THREADS].")] = None,
+    update_card: Annotated[bool, typer.Option(
+        help="Write the results into a Stratos model folder's README.md model card.")] = True,
+) -> None:
+    """Exact-match accuracy with a 95% Wilson interval, per difficulty, parse failures, latency p50/p95
+    and tokens/s, next to trivial baselines (empty answer, most common tile) on the same rows.
+
+    The JSON has a top-level `exact_match` (0..1) and `n`; `baselines` lists the constant answers.
+    """
+    from stratos_agent.tasks import get_task_pack
+    from stratos_agent.tools.evaluate import baselines, evaluate, load_items, report_markdown
+    from stratos_agent.tools.train_card import record_eval_in_card
+
+    pack = get_task_pack(task, **parse_options(task_option or []))
+    report = evaluate(
+        pack, data, model=model, endpoint=endpoint, model_name=model_name, limit=limit,
+        batch_size=batch_size, concurrency=concurrency, max_new_tokens=max_new_tokens, threads=threads,
+        console=err_console,
+    )
+    base = baselines(pack, load_items(pack, data, limit))
+    payload = report.model_dump(mode="json") | {"baselines": [b.model_dump(mode="json") for b in base]}
+    text = json.dumps(payload, indent=2, ensure_ascii=False)
+    err_console.print(f"[bold]{report.headline()}", highlight=False)
+    for b in base:
+        err_console.print(f"  baseline {b.name}: {b.exact_match.value:.1%}", highlight=False)
+    if model and update_card and Path(model).is_dir() and record_eval_in_card(
+        Path(model), report_markdown(report, base)
+    ):
+        err_console.print(f"model card updated: {Path(model) / 'README.md'}")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")
+        err_console.print(f"report written to {out}")
+    else:
+        typer.echo(text)
