@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--train-prompts", type=int, default=192)
     ap.add_argument("--eval-prompts", type=int, default=48)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="1: more threads than free cores spin and run ~6x slower")
     ap.add_argument("--work-dir", type=Path, default=Path("runs") / "bench" / "alignment-quality")
     ap.add_argument("--out", type=Path, default=RESULTS / "alignment_quality.json")
     args = ap.parse_args()

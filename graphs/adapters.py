@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from stratos_agent.graphs.toolset import (
     BenchmarkServersArgs,
     CostEstimate,
@@ -33,13 +34,15 @@ from stratos_agent.state import dump
 # Sizes for a run on this (CPU) machine: a few thousand solver examples, a few minutes of training,
 # ~100 hold-out items. Why: `make demo` must reach a live endpoint within ~10 minutes on 2 cores.
 # Each can be overridden by an environment variable (tests use tiny ones): STRATOS_LOCAL_SYNTH_N, ...
-LOCAL_DEFAULTS: dict[str, Any] = {"synth_n": 3000, "train_minutes": 4.0, "eval_n": 100, "probe_n": 8}
+LOCAL_DEFAULTS: dict[str, Any] = {"synth_n": 3000, "train_minutes": 4.0, "eval_n": 100, "probe_n": 8,
+                                  "save_steps": 25}
 
 
 def local(key: str) -> Any:
     """A local size, read when used (so a test or a user can change it by environment at any time)."""
     default = LOCAL_DEFAULTS[key]
     return type(default)(os.environ.get(f"STRATOS_LOCAL_{key.upper()}", default))
+CONSOLE = Console(stderr=True)  # progress goes to stderr: `--json` keeps stdout to one JSON object
 BENCH = {"batches": (1, 4), "requests": 4}  # enough decode points to calibrate the roofline, half the time
 
 
@@ -98,8 +101,14 @@ def run_synth(ctx: ToolContext, args: SynthesizeDataArgs) -> ToolOutcome:
     out = ctx.run_dir / "data" / f"{plan_args['mode']}-n{plan_args['n']}-s{plan_args['seed']}"
     task = ctx.spec["task"]
     style = recipe(task)["style"] if plan_args["mode"] == "solver" else None
-    ref = synth.synthesize(pack_for(task, "student"), plan_args["n"], out, mode=plan_args["mode"],
-                           seed=plan_args["seed"], distribution="even", style=style)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("synth {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("rejected {task.fields[rejected]}"), TimeElapsedColumn(), console=CONSOLE) as bar:
+        job = bar.add_task(plan_args["mode"], total=plan_args["n"], rejected=0)
+        ref = synth.synthesize(pack_for(task, "student"), plan_args["n"], out, mode=plan_args["mode"],
+                               seed=plan_args["seed"], distribution="even", style=style,
+                               progress=lambda p: bar.update(job, completed=p.accepted, rejected=p.rejected))
     card = ref.card
     return ToolOutcome(dump(ref), {"path": str(ref.path), "rows": card.n_accepted, "splits": card.split_counts,
                                    "rejections": card.rejections, "mode": card.mode})
@@ -340,7 +349,7 @@ def train_config(ctx: ToolContext, args: TrainStudentArgs) -> Any:
         lora=rank > 0, lora_r=rank or 16, lora_alpha=2 * (rank or 16),
         learning_rate=args.learning_rate or (1e-3 if rank else 1e-4), lr_scheduler="constant_with_warmup",
         max_steps=args.max_steps or train_suggest(ctx)["max_steps"], max_seq_len=recipe(task)["max_seq_len"],
-        save_steps=25, logging_steps=5, chat_template=CHATML,
+        save_steps=local("save_steps"), logging_steps=5, chat_template=CHATML,
         time_limit_s=local("train_minutes") * 60, threads=get_settings().threads,
         teacher_model=point.get("teacher") if logit else None, distill_mode="logit" if logit else "auto",
     )
@@ -419,8 +428,9 @@ def run_deploy(ctx: ToolContext, args: DeployStudentArgs) -> ToolOutcome:
     if not runs_locally(ctx.state):
         _cloud_stop(ctx, "serve")
     task = ctx.spec["task"]
-    dep = deploy.deploy_local(ctx.state["model"]["model_dir"], port=args.port, task=task.split(":")[0],
-                              name=f"{ctx.state.get('thread_id', 'student')}")
+    with CONSOLE.status("deploying the student") as status:
+        dep = deploy.deploy_local(ctx.state["model"]["model_dir"], port=args.port, task=task.split(":")[0],
+                                  name=f"{ctx.state.get('thread_id', 'student')}", on_status=status.update)
     smoke = dep.smoke
     value = {**dump(dep), "smoke_ok": smoke.ok if smoke else None,
              "smoke_answer": smoke.response[:200] if smoke else None,

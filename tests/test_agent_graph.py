@@ -323,3 +323,19 @@ def test_resume_after_a_failed_run_retries_the_failed_step(runs_dir: Path) -> No
     out = s.resume()  # the user fixed the cause: a resume tries again with a fresh retry budget
     assert out.status == "done" and runners["train_student"].calls == 3
     assert runners["synthesize_data"].calls == 1
+
+
+def test_cli_chat_answers_a_question_and_approve_rejects(runs_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stratos_agent.cli import _register_commands, app
+
+    _register_commands()
+    session(runs_dir, doubles(), thread="chat1").start(REQUEST, auto_approve=True)
+    res = CliRunner().invoke(app, ["chat", "chat1"], input="why this plan?\n/status\n/quit\n")
+    assert res.exit_code == 0, res.output
+    assert "cheapest point under $20" in res.output and "bye" in res.output
+    session(runs_dir, doubles(), thread="gate1").start(REQUEST)
+    res = CliRunner().invoke(app, ["approve", "gate1", "--reject", "--note", "too slow", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["status"] == "rejected"

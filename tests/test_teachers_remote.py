@@ -22,6 +22,11 @@ from stratos_agent.errors import InputError, ServiceError
 SECRET = "sk-stratos-test-SECRET-0123456789abcdef"
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # a client that timed out hangs up: expected
+        pass
+
+
 class FakeEndpoint:
     """Chat completions server. `script` holds per-request actions: an HTTP status, or ("sleep", s)."""
 
@@ -83,7 +88,7 @@ class FakeEndpoint:
                     with endpoint.lock:
                         endpoint.in_flight -= 1
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

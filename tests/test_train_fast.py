@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from stratos_agent.tools.train import CHATML, last_checkpoint, train
+from stratos_agent.tools.train_memory import check_fits, count_parameters, estimate_memory
 from transformers import TrainerCallback
 
 from stratos_agent.errors import InputError, ResourceError
 from stratos_agent.records.training import TrainConfig
 from stratos_agent.tasks import get_task_pack
-from stratos_agent.tools.train import CHATML, last_checkpoint, train
-from stratos_agent.tools.train_memory import check_fits, count_parameters, estimate_memory
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def mahjong_data(tmp_path_factory) -> Path:
 
 
 def config(model: Path, data: Path, **overrides) -> TrainConfig:
-    fields = dict(run_name="t", base_model=str(model), data=data, max_steps=2, save_steps=1, batch_size=4,
-                  max_seq_len=48, logging_steps=1, chat_template=CHATML, threads=1)
+    fields = {"run_name": "t", "base_model": str(model), "data": data, "max_steps": 2, "save_steps": 1,
+              "batch_size": 4, "max_seq_len": 48, "logging_steps": 1, "chat_template": CHATML, "threads": 1}
     return TrainConfig(**(fields | overrides))
 
 
@@ -104,9 +104,8 @@ def test_last_checkpoint_skips_a_half_written_one(tmp_path):
 def test_memory_estimate_counts_and_refuses(tiny_llama, mahjong_data):
     import torch
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from stratos_agent.tools.train_methods import lora_config
+    from transformers import AutoModelForCausalLM
 
     cfg = config(tiny_llama, mahjong_data)
     total, trainable, _ = count_parameters(tiny_llama, lora_r=cfg.lora_r)
@@ -150,9 +149,8 @@ def test_logit_kd_logs_both_loss_terms(tiny_llama, mahjong_data, tmp_path):
 
 
 def test_kd_falls_back_to_sequence_level_when_tokenizers_differ(tiny_llama, tmp_path):
-    from transformers import AutoTokenizer
-
     from stratos_agent.tools.train_methods import distill_decision
+    from transformers import AutoTokenizer
 
     other = tmp_path / "other"
     other.mkdir()
@@ -198,3 +196,13 @@ def test_bad_data_is_an_input_error(tiny_llama, tmp_path):
     bad.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
     with pytest.raises(InputError, match="missing column"):
         train(config(tiny_llama, bad), run_dir=tmp_path / "run")
+
+
+def test_stratos_train_reports_bad_options_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    stratos = str(Path(sys.executable).parent / "stratos")
+    done = subprocess.run([stratos, "train", "--data", str(tmp_path), "--run-name", "x", "--method", "bogus"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2 and "--method" in done.stderr and "Traceback" not in done.stderr

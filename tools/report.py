@@ -43,23 +43,32 @@ def _pyplot() -> Any:
 
 
 def pareto_png(plan: Mapping[str, Any]) -> bytes | None:
+    """Accuracy vs cost (or vs training hours when every plan costs the same, e.g. only this machine),
+    coloured by p95; the catalog-wide front in grey when the plan was restricted to executable servers."""
     front = plan.get("front") or []
-    if not front:
+    wide = (plan.get("catalog_plan") or {}).get("front") or []
+    if not front and not wide:
         return None
+    points = front + wide
+    by_cost = len({round(p.get("cost_usd") or 0, 6) for p in points}) > 1
+    key, label = ("cost_usd", "total cost ($, training + serving)") if by_cost else \
+        ("train_hours", "training hours (every plan costs the same)")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    costs = [p.get("cost_usd", 0) for p in front]
-    accs = [p.get("accuracy", 0) for p in front]
-    lat = [p.get("p95_ms", 0) for p in front]
-    sc = ax.scatter(costs, accs, c=lat, cmap="viridis", s=40, label="Pareto front")
-    fig.colorbar(sc, ax=ax, label="p95 latency (ms)")
+    if wide:
+        ax.scatter([p.get(key, 0) for p in wide], [p.get("accuracy", 0) for p in wide], c="lightgrey", s=30,
+                   label="whole catalog")
+    if front:
+        sc = ax.scatter([p.get(key, 0) for p in front], [p.get("accuracy", 0) for p in front],
+                        c=[p.get("p95_ms", 0) for p in front], cmap="viridis", s=40, label="Pareto front")
+        fig.colorbar(sc, ax=ax, label="p95 latency (ms)")
     point = plan.get("chosen")
     if point:
-        ax.scatter([point.get("cost_usd", 0)], [point.get("accuracy", 0)], marker="*", s=260, c="red",
-                   label="chosen")
-    ax.set_xlabel("total cost ($, training + serving)")
+        ax.scatter([point.get(key, 0)], [point.get("accuracy", 0)], marker="*", s=260, c="red", label="chosen")
+    ax.set_xlabel(label)
     ax.set_ylabel("expected accuracy")
-    ax.set_xscale("symlog", linthresh=1.0)
+    if max(p.get(key, 0) or 0 for p in points) > 10:
+        ax.set_xscale("symlog", linthresh=1.0)  # costs span decades: $0 local to $10k+ clusters
     ax.set_title("Pareto front")
     ax.legend(loc="lower right")
     return _png(fig)
@@ -291,6 +300,13 @@ def write_report(state: Mapping[str, Any], out_dir: str | Path) -> dict[str, str
                                             "attempted", "rejections", "split_counts", "fingerprint")})
               if card else [])
     doc.heading("Training")
+    config = model.get("config") or {}
+    if model:
+        doc.para(f"Trained {model.get('global_step')} steps ({model.get('method_detail')}) in "
+                 f"{model.get('train_seconds')} s; step limit {config.get('max_steps')}, time limit "
+                 f"{config.get('time_limit_s')} s on this machine (the plan's estimate for its full data: "
+                 f"{point.get('train_hours', 0) or 0:.3g} h on {point.get('gpu', '-')}). Peak RSS "
+                 f"{(model.get('peak_rss_bytes') or 0) / 2**30:.2f} GiB.")
     doc.table(_kv({k: v for k, v in model.items() if not isinstance(v, (dict, list))}) if model else [])
     doc.image("loss", loss_png(model), "Loss curve")
 

@@ -66,6 +66,14 @@ def _chunk_seed(seed: int, chunk: int) -> int:
     return int.from_bytes(hashlib.sha256(f"synth:{seed}:{chunk}".encode()).digest()[:8], "big")
 
 
+def _format_print(pack: TaskPack, mode: SynthMode, style: str | None) -> str:
+    """Hash of how one fixed item is rendered (prompt, and rationale in solver mode): a resumed run
+    whose pack options or code changed the format is refused instead of mixing two formats."""
+    item = pack.sample(1, seed=0)[0]
+    text = pack.render_prompt(item) + ("\n" + pack.solver_rationale(item, style) if mode == "solver" else "")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def _resolve_pack(task: str | TaskPack) -> TaskPack:
     return get_task_pack(task) if isinstance(task, str) else task
 
@@ -196,6 +204,7 @@ def synthesize(
         else {str(k): v for k, v in distribution.items()},
         "style": style, "chunk_size": size, "max_new_tokens": max_new_tokens if llm else None,
         "temperature": temperature if llm else None, "split_fractions": fractions,
+        "format": _format_print(pack, mode, style),
     })
     log = PartialLog(out)
     state = log.load()

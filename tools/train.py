@@ -139,12 +139,12 @@ def _load_tokenizer(model_dir: Path, config: TrainConfig):
     return tokenizer
 
 
-def _load_model(model_dir: Path, config: TrainConfig, tokenizer):
+def _load_model(model_dir: Path, tokenizer, *, use_cache: bool = True):
     import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.config.use_cache = not config.gradient_checkpointing
+    model.config.use_cache = use_cache  # off with gradient checkpointing (recomputation and a cache clash)
     # generation stops at the chat turn's end token, so a served model answers and stops
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -184,8 +184,7 @@ def checkpoint_model(checkpoint: Path, base_model: str, out_dir: Path) -> Path:
     from stratos_agent.models import local_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    base = _load_model(local_model_path(base_model), TrainConfig.model_construct(gradient_checkpointing=False),
-                       tokenizer)
+    base = _load_model(local_model_path(base_model), tokenizer)
     merged = PeftModel.from_pretrained(base, checkpoint).merge_and_unload()
     return _atomic_save(out_dir, merged, tokenizer)
 
@@ -230,7 +229,7 @@ def train(
     _claim_run_dir(run_dir, config)
 
     tokenizer = _load_tokenizer(base_dir, config)
-    model = _load_model(base_dir, config, tokenizer)
+    model = _load_model(base_dir, tokenizer, use_cache=not config.gradient_checkpointing)
     dataset = load_training_data(config.data)
     metrics = MetricsCallback(run_dir / "metrics.csv", run_dir / "loss.png", f"{config.run_name} ({detail})")
     callbacks = [ProgressCallback(console, description=config.run_name), metrics, *(callbacks or [])]
@@ -238,7 +237,7 @@ def train(
         callbacks.append(TimeLimitCallback(config.time_limit_s))
     ckpt_dir = run_dir / "checkpoints"
     if teacher_dir is not None:
-        teacher = _load_model(teacher_dir, config, tokenizer)
+        teacher = _load_model(teacher_dir, tokenizer)
         trainer = methods.gkd_trainer(config, model, teacher, tokenizer, dataset, ckpt_dir, callbacks)
     elif method == "grpo":
         trainer = methods.grpo_trainer(config, model, tokenizer, dataset, ckpt_dir, callbacks)

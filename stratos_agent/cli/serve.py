@@ -207,7 +207,7 @@ def deploy_spec(
         if run_dir is None:
             raise InputError(f"{target} is not a run folder: a training task belongs to a run (`stratos run`, "
                              "`stratos train --run-name`)")
-        requests.append(("train", ls.training_for_run(run_dir, plan=chosen if use_plan else None, data=data,
+        requests.append(("train", ls.training_from_plan(chosen if use_plan else None, run_dir, data=data,
                                                       gpu=gpu, gpus=gpus, cloud=cloud, use_spot=spot)))
     if kind in ("serve", "both"):
         tgt = resolve_target(target)

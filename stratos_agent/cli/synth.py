@@ -85,14 +85,15 @@ def synth(
 
     columns = (
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("accepted"), MofNCompleteColumn(),
-        TextColumn("rejected {task.fields[rejected]}  {task.fields[rate]:.0f} items/s"),
+        TextColumn("rejected {task.fields[rejected]}  {task.fields[rate]} items/s"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as bar:
-        job = bar.add_task(f"synth {pack.name} ({mode})", total=n, rate=0.0, rejected=0)
+        job = bar.add_task(f"synth {pack.name} ({mode})", total=n, rate="-", rejected=0)
 
         def show(p: SynthProgress) -> None:
-            bar.update(job, completed=p.accepted, rejected=p.rejected, rate=p.attempted / max(p.elapsed_s, 1e-9))
+            rate = p.attempted / max(p.elapsed_s, 1e-9)  # attempted items/s (LLM modes: well under 1)
+            bar.update(job, completed=p.accepted, rejected=p.rejected, rate=f"{rate:.2f}" if rate < 10 else f"{rate:.0f}")
 
         ref = synthesize(
             pack, n, out, mode=mode, seed=seed, teacher=llm, distribution=EVEN if even else None,

