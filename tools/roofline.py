@@ -204,16 +204,18 @@ def calibrate(
     if not results:
         return base
     e_f = float(np.median([2 * r.params * r.prefill_tok_s / (peak_tflops * 1e12) for r in results]))
+    e_f = min(max(e_f, 1e-3), 1.0)  # a prefill faster than the measured peak is noise, not efficiency
     w, kv, p, layers, b, ctx, t_obs = _decode_points(results).T
 
     def model(x):
         eff = replace(base, bw=x[0], flops=x[3], layer_overhead_s=x[1], batched_read=x[2])
         return decode_step_s(w, kv, p, layers, b, ctx, peak_bw_gbps, peak_tflops, eff)
 
-    # Batch-1 points alone cannot separate the batched read factor or the decode MFU: pin them.
+    # Efficiencies cannot beat the measured peaks (<= 1). Batch-1 points alone cannot separate the
+    # batched read factor or the decode MFU: pin them.
     batched = bool((b > 1).any())
     lo = [1e-3, 0.0, 1.0, 1e-3 if batched else e_f]
-    hi = [2.0, 1.0, 4.0 if batched else 1.0 + 1e-9, 2.0 if batched else e_f * (1 + 1e-9)]
+    hi = [1.0, 1.0, 4.0 if batched else 1.0 + 1e-9, 1.0 if batched else e_f * (1 + 1e-9)]
     fit = least_squares(
         lambda x: np.log(model(x)) - np.log(t_obs),
         x0=[0.5, 1e-3, 1.5 if batched else 1.0, e_f],

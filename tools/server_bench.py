@@ -216,6 +216,7 @@ def _bench_vllm(
     batches: Sequence[int],
     requests: int,
     progress: Progress,
+    api_key: str | None,
 ) -> dict:
     """Time an OpenAI-compatible server (vLLM: `ignore_eos` forces the answer length) with streaming."""
     from concurrent.futures import ThreadPoolExecutor
@@ -236,12 +237,15 @@ def _bench_vllm(
         "temperature": 0.0,
         "stream": True,
     }
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def one() -> tuple[float, float]:
         t0 = time.perf_counter()
         first = None
         try:
-            with httpx.stream("POST", url.rstrip("/") + "/completions", json=body, timeout=120) as resp:
+            with httpx.stream(
+                "POST", url.rstrip("/") + "/completions", json=body, headers=headers, timeout=120
+            ) as resp:
                 resp.raise_for_status()
                 for line in resp.iter_lines():
                     if line.startswith("data:") and first is None:
@@ -279,6 +283,7 @@ def bench_model(
     *,
     url: str | None = None,
     served_name: str | None = None,
+    api_key: str | None = None,
     prompt_tokens: int = 64,
     output_tokens: int = 16,
     batches: Sequence[int] = DEFAULT_BATCHES,
@@ -306,8 +311,18 @@ def bench_model(
     progress = progress or (lambda _msg: None)
     start = time.perf_counter()
     if url:
+        settings_key = get_settings().openai_api_key
+        key = api_key or (settings_key.get_secret_value() if settings_key else None)
         figures = _bench_vllm(
-            url, model_id, served_name or model_id, prompt_tokens, output_tokens, batches, requests, progress
+            url,
+            model_id,
+            served_name or model_id,
+            prompt_tokens,
+            output_tokens,
+            batches,
+            requests,
+            progress,
+            key,
         )
         peak_bw = peak_tf = None
     else:

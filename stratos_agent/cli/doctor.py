@@ -55,6 +55,10 @@ def _guarded(name: str, essential: bool, fn: Callable[[], Check]) -> Check:
 def check_torch() -> Check:
     import torch
 
+    from stratos_agent.settings import apply_thread_settings
+
+    apply_thread_settings()  # report the thread count runs will use (STRATOS_THREADS)
+
     cuda = torch.cuda.is_available()
     device = f"cuda ({torch.cuda.get_device_name(0)})" if cuda else "cpu"
     detail = (
@@ -81,7 +85,7 @@ def check_bundled(load: bool) -> list[Check]:
     candidate = registry.get("smollm2-135m")
     if not load:
         converted = candidate.metadata_origin == "computed"
-        detail = f"{candidate.local_path}" if converted else "not converted yet (first use converts it, ~20-60 s)"
+        detail = f"{candidate.local_path}" if converted else "not converted yet (first use converts it once; 20 s to 3 min)"
         checks.append(Check(name="bundled model (HF folder)", status="ok" if converted else "warn", detail=detail,
                             data={"converted": converted}))
         return checks
@@ -143,20 +147,26 @@ def check_candidates() -> Check:
 
 
 def candidates_table(candidates: list[dict[str, Any]]) -> Any:
-    """Rich table of candidate summaries (as in the `model candidates` check's data)."""
+    """Rich table of candidate summaries (as in the `model candidates` check's data).
+
+    KV B/tok: KV-cache bytes per token in bf16; tokenizer: fingerprint prefix (equal = same tokenizer).
+    """
     from rich.table import Table
 
     def num(value: float | None, scale: float = 1, fmt: str = "{:.0f}") -> str:
         return "-" if value is None else fmt.format(value / scale)
 
-    table = Table("id", "source", "params (M)", "layers", "vocab", "context", "KV B/token bf16", "tokenizer",
-                  "instruct", "metadata", title="model candidates")
+    from rich import box
+
+    table = Table(title="model candidates", box=box.SIMPLE_HEAD)
+    for name in ("id", "source", "params M", "layers", "ctx", "KV B/tok", "tokenizer", "instruct", "metadata"):
+        table.add_column(name, no_wrap=True)
     for c in candidates:
-        fingerprint = (c["tokenizer_fingerprint"] or "none").removeprefix("sha256:")[:12]
+        fingerprint = (c["tokenizer_fingerprint"] or "none").removeprefix("sha256:")[:8]
         instruct = {True: "yes", False: "BASE", None: "?"}[c["is_instruct"]]
         table.add_row(c["id"], c["source"], num(c["parameters"], 1e6, "{:.1f}"), num(c["layers"]),
-                      num(c["vocab_size"]), num(c["context_length"]), num(c["kv_bytes_per_token_bf16"]),
-                      fingerprint, instruct, c["metadata_origin"] + ("" if c["available"] else ", unavailable"))
+                      num(c["context_length"]), num(c["kv_bytes_per_token_bf16"]), fingerprint, instruct,
+                      c["metadata_origin"] + ("" if c["available"] else " (n/a)"))
     return table
 
 
@@ -269,7 +279,7 @@ def collect_checks(load: bool = True) -> list[Check]:
 def doctor(
     load: Annotated[bool, typer.Option(
         "--load/--no-load",
-        help="Convert the bundled model if needed (once, ~20-60 s) and run a tiny forward pass. "
+        help="Convert the bundled model if needed (once; 20 s to 3 min) and run a tiny forward pass. "
         "`--no-load` only reports what is on disk (instant).",
     )] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,

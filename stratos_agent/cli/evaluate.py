@@ -79,10 +79,9 @@ def eval_command(
     err_console.print(f"[bold]{report.headline()}", highlight=False)
     for b in base:
         err_console.print(f"  baseline {b.name}: {b.exact_match.value:.1%}", highlight=False)
-    if model and update_card and Path(model).is_dir() and record_eval_in_card(
-        Path(model), report_markdown(report, base)
-    ):
-        err_console.print(f"model card updated: {Path(model) / 'README.md'}")
+    folder = Path(report.model)  # a run folder was resolved to its model folder
+    if model and update_card and folder.is_dir() and record_eval_in_card(folder, report_markdown(report, base)):
+        err_console.print(f"model card updated: {folder / 'README.md'}")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n", encoding="utf-8")

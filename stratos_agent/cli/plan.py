@@ -284,6 +284,9 @@ def bench_servers(
         str | None,
         typer.Option(help="OpenAI-compatible (vLLM) base URL to time instead of in-process transformers."),
     ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="Key for --url [default: OPENAI_API_KEY].", show_default=False)
+    ] = None,
     served_name: Annotated[
         str | None, typer.Option(help="Model name at --url [default: the model id].")
     ] = None,
@@ -314,6 +317,7 @@ def bench_servers(
                 server_bench.bench_model(
                     model,
                     url=url,
+                    api_key=api_key,
                     served_name=served_name,
                     prompt_tokens=prompt_tokens,
                     output_tokens=output_tokens,

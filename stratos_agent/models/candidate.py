@@ -37,6 +37,9 @@ class ModelCandidate(BaseModel):
     has_chat_template: bool | None = None
     is_instruct: bool | None = Field(default=None, description="False for base models (no chat tuning).")
     licence: str = "unknown"
+    roles: list[Literal["teacher", "student"]] = Field(
+        default_factory=lambda: ["teacher", "student"], description="Endpoints only teach; derived models only learn."
+    )
     local_path: Path | None = Field(default=None, description="HF folder once materialised.")
     available: bool = True
     unavailable_reason: str | None = None

@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -51,7 +51,7 @@ class BuiltinModel:
     missing: Callable[[], str | None] = lambda: None  # why it cannot be built here (None = it can)
     derived_from: str | None = None
     optional: bool = False  # an extra package the user may install; its absence is not a problem
-    roles: tuple[str, ...] = field(default=("teacher", "student"))
+    roles: tuple[str, ...] = ("teacher", "student")
 
 
 def _smollm2_missing() -> str | None:
@@ -143,6 +143,7 @@ BUILTINS: tuple[BuiltinModel, ...] = (
         build=_build_gemma,
         missing=_gemma_missing,
         optional=True,
+        roles=("student",),  # a base model writes no usable rationales
     ),
 )
 
@@ -265,7 +266,7 @@ class Registry:
     def _builtin_candidate(self, model: BuiltinModel) -> ModelCandidate:
         own = {
             "id": model.id, "source": model.source, "licence": model.licence, "is_instruct": model.is_instruct,
-            "notes": model.notes, "derived_from": model.derived_from,
+            "notes": model.notes, "derived_from": model.derived_from, "roles": list(model.roles),
         }
         folder = self.models_dir / model.id
         if read_marker(folder) is not None and (folder / "config.json").is_file():
@@ -296,7 +297,7 @@ class Registry:
             id=f"{ENDPOINT_PREFIX}{model}", family="unknown", source="endpoint", licence="provider terms",
             base_url=base_url, endpoint_model=model, available=base_url is not None,
             unavailable_reason=None if base_url else "OPENAI_BASE_URL is not set",
-            metadata_origin="unknown", notes=_ENDPOINT_NOTE,
+            metadata_origin="unknown", notes=_ENDPOINT_NOTE, roles=["teacher"],
         )
 
 def get_registry(settings: Settings | None = None) -> Registry:
