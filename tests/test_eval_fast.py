@@ -147,10 +147,12 @@ def test_stratos_eval_cli(tiny_llama, held_out, tmp_path):
     out = tmp_path / "report.json"
     cmd = [str(Path(sys.executable).parent / "stratos"), "eval", "--task", "mahjong", "--data", str(path),
            "--model", str(tiny_llama), "--limit", "2", "--max-new-tokens", "4", "--out", str(out)]
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd + ["--teacher", str(tiny_llama)], check=False, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["n"] == 2 and 0 <= report["exact_match"] <= 1
+    assert report["teacher"]["n"] == 2 and report["teacher"]["item_exact"] == report["item_exact"]  # same model
     assert {b["name"].split(" (")[0] for b in report["baselines"]} == {"empty answer", "most common element"}
     bad = tmp_path / "bad.jsonl"
     bad.write_text(path.read_text().splitlines()[0] + "\n{not json\n")

@@ -31,7 +31,9 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
         "    stratos eval --task mahjong --data mahjong_test.jsonl --model runs/mj-sft/model --limit 200\n\n"
         "    stratos eval --task mahjong --data mahjong_test.jsonl --model smollm2-135m --out teacher.json\n\n"
         "    stratos eval --task mahjong --data mahjong_test.jsonl --endpoint http://127.0.0.1:8000/v1 "
-        "--model-name student --concurrency 16"
+        "--model-name student --concurrency 16\n\n"
+        "    stratos eval --data mahjong_test.jsonl --model runs/mj-sft --task-option prompt=short "
+        "--teacher smollm2-135m --max-new-tokens 64"
     ),
 )
 def eval_command(
@@ -54,6 +56,11 @@ def eval_command(
     concurrency: Annotated[int, typer.Option(help="Requests in flight against --endpoint.")] = 8,
     max_new_tokens: Annotated[int, typer.Option(
         help="Token budget per answer (rationale styles need ~300; answer-only ~16).")] = 256,
+    teacher: Annotated[str | None, typer.Option(
+        help="Also evaluate this local model (e.g. the untrained teacher smollm2-135m) on the same rows "
+        "and report student/teacher side by side.")] = None,
+    teacher_task_option: Annotated[list[str] | None, typer.Option(
+        help="Task options for the teacher's prompts (default: the task's own, full instructions).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads [default: STRATOS_THREADS].")] = None,
     update_card: Annotated[bool, typer.Option(
         help="Write the results into a Stratos model folder's README.md model card.")] = True,
@@ -64,7 +71,7 @@ def eval_command(
     The JSON has a top-level `exact_match` (0..1) and `n`; `baselines` lists the constant answers.
     """
     from stratos_agent.tasks import get_task_pack
-    from stratos_agent.tools.evaluate import baselines, evaluate, load_items, report_markdown
+    from stratos_agent.tools.evaluate import compare, evaluate, report_markdown
     from stratos_agent.tools.train_card import record_eval_in_card
 
     pack = get_task_pack(task, **parse_options(task_option or []))
@@ -73,8 +80,17 @@ def eval_command(
         batch_size=batch_size, concurrency=concurrency, max_new_tokens=max_new_tokens, threads=threads,
         console=err_console,
     )
-    base = baselines(pack, load_items(pack, data, limit))
+    side = None
+    if teacher:
+        side = evaluate(get_task_pack(task, **parse_options(teacher_task_option or [])), data, model=teacher,
+                        limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, threads=threads,
+                        console=err_console)
+    comparison = compare(pack, data, report, side, limit=limit)
+    base = comparison.baselines
     payload = report.model_dump(mode="json") | {"baselines": [b.model_dump(mode="json") for b in base]}
+    if side is not None:
+        err_console.print(f"[bold]teacher {side.headline()}", highlight=False)
+        payload |= {"teacher": side.model_dump(mode="json"), "student_over_teacher": comparison.student_over_teacher}
     text = json.dumps(payload, indent=2, ensure_ascii=False)
     err_console.print(f"[bold]{report.headline()}", highlight=False)
     for b in base:

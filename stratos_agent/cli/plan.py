@@ -137,7 +137,9 @@ def plan(
     ],
     out: Annotated[
         Path | None,
-        typer.Option(help="Folder for plan.json and pareto.png [default: <runs dir>/plan-<time>]."),
+        typer.Option(
+            help="Folder for plan.json and pareto.png [default: plan-YYYYmmdd-HHMMSS in the runs dir]."
+        ),
     ] = None,
     gpu: Annotated[
         list[str] | None,
@@ -300,9 +302,10 @@ def bench_servers(
 ) -> None:
     """Measure prefill and decode (batch 1/4/8) tokens/s, TTFT and p50/p95 latency on this hardware.
 
-    Results are cached per hardware fingerprint + model + date (~20-40 s for the 135M model on 2 cores)
-    and calibrate the roofline model the planner uses for this machine; the table then shows what the
-    calibrated roofline predicts for the catalog's GPUs (labelled modelled).
+    Tens of seconds for the 135M model on 2 idle cores (far longer on a busy machine). Results are
+    cached per hardware fingerprint + model + request shape + date and calibrate the roofline model the
+    planner uses for this machine; the table then shows what the roofline predicts for the catalog's
+    GPUs (labelled modelled).
     """
     from rich.table import Table
 
