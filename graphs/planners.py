@@ -182,7 +182,7 @@ def _feedback(reply: AIMessage, problems: list[str]) -> list[BaseMessage]:
 
 
 def make_llm_planner(model: str, base_url: str | None = None, api_key: str | None = None,
-                     timeout_s: float = 120.0) -> BaseChatModel:
+                     timeout_s: float = 120.0, max_tokens: int = 400) -> BaseChatModel:
     """A ChatOpenAI planner for any OpenAI-compatible endpoint (OpenAI, vLLM, SGLang, llama.cpp, Ollama).
 
     `base_url`/`api_key` default to OPENAI_BASE_URL / OPENAI_API_KEY; local servers accept any key.
@@ -193,5 +193,6 @@ def make_llm_planner(model: str, base_url: str | None = None, api_key: str | Non
 
     settings = get_settings()
     key = api_key or (settings.openai_api_key.get_secret_value() if settings.openai_api_key else None)
+    # A tool call or a short answer needs few tokens; the cap keeps a rambling model from stalling a turn.
     return ChatOpenAI(model=model, base_url=base_url or settings.openai_base_url, api_key=key or "not-needed",
-                      temperature=0.0, timeout=timeout_s, max_retries=2)
+                      temperature=0.0, timeout=timeout_s, max_retries=2, max_tokens=max_tokens)
