@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -156,6 +157,8 @@ def main() -> None:
         "total_seconds": round(time.monotonic() - t_start, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if students["kd"].loss_png:  # KD and CE terms side by side: their scales are visible
+        result["kd_loss_png"] = str(shutil.copy(students["kd"].loss_png, args.out.with_name(args.out.stem + "_kd.png")))
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("held_out", "gap_closed", "kd_over_sft_gap_closed",
                                               "goal_kd_closes_50pct_more")}, indent=2))

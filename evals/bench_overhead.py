@@ -7,10 +7,11 @@ in one process, on the same data and hyperparameters:
   B. the train tool called directly (`tools.train.train` with the config the agent builds);
   C. the agent graph: intake -> planner -> guarded tool node -> train tool, with SQLite checkpoints.
 
-Prints and saves `evals/results/bench_overhead.json` with the ratios C/A and C/B (goal: C/A <= 1.03).
+Runs are interleaved A B C C B A (a drifting machine load then weighs on every variant alike); prints
+and saves `evals/results/bench_overhead.json` with the ratios of summed times C/A and C/B (goal C/A <= 1.03).
 The three runs train the same number of steps with the same checkpoint interval, so the difference is
 orchestration (graph, checkpoints, guards, planner) plus the tool's own extras (memory estimate, metrics,
-model card). Run: `.venv/bin/python evals/bench_overhead.py --steps 40`.
+model card). Run: `.venv/bin/python evals/bench_overhead.py --steps 20`.
 """
 
 from __future__ import annotations
@@ -45,17 +46,40 @@ def _trl_script(data: Path, out: Path, cfg, threads: int) -> float:
     tok.pad_token = tok.pad_token or tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     rows = load_from_disk(str(data))["train"]
-    rows = rows.map(lambda r: {"prompt": [{"role": "user", "content": r["prompt"]}],
-                               "completion": [{"role": "assistant", "content": r["completion"]}]},
-                    remove_columns=rows.column_names)
-    args = SFTConfig(output_dir=str(out / "ckpt"), per_device_train_batch_size=cfg.batch_size,
-                     learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
-                     warmup_steps=cfg.warmup, max_steps=cfg.max_steps, logging_steps=cfg.logging_steps,
-                     save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
-                     seed=cfg.seed, bf16=False, use_cpu=True, report_to="none", max_length=cfg.max_seq_len,
-                     completion_only_loss=True, packing=False, dataloader_num_workers=0)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
+    rows = rows.map(
+        lambda r: {
+            "prompt": [{"role": "user", "content": r["prompt"]}],
+            "completion": [{"role": "assistant", "content": r["completion"]}],
+        },
+        remove_columns=rows.column_names,
+    )
+    args = SFTConfig(
+        output_dir=str(out / "ckpt"),
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup,
+        max_steps=cfg.max_steps,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        max_length=cfg.max_seq_len,
+        completion_only_loss=True,
+        packing=False,
+        dataloader_num_workers=0,
+    )
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
     trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tok, peft_config=lora)
     trainer.train()
     merged = trainer.model.merge_and_unload()
@@ -69,6 +93,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="training steps per run (batch 8)")
     ap.add_argument("--n", type=int, default=600, help="synthesised examples (solver mode)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="runs per variant (2 = order A B C C B A)")
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_overhead.json")
     args = ap.parse_args()
     os.environ["STRATOS_THREADS"] = str(args.threads)
@@ -90,60 +115,110 @@ def main() -> None:
 
     get_settings.cache_clear()
     spec = DistillationSpec(task="mahjong", constraints={"budget_usd": 20})
-    dataset = synthesize(pack_for("mahjong", "student"), args.n, work / "data", mode="solver",
-                         style=recipe("mahjong")["style"], distribution="even")
-    point = PlanPoint(server="local:this-machine:local", gpu="CPU", gpu_count=1, teacher="smollm2-135m",
-                      student="smollm2-135m", strategy="injection", lora_rank=16, data_size=args.n, replicas=1,
-                      cost_usd=0, cost_training_usd=0, cost_serving_usd=0, cost_synthesis_usd=0, p95_ms=0,
-                      accuracy=0, train_hours=0, latency_source="modelled")
-    plan = {"task": "mahjong", "chosen": point.model_dump(mode="json"), "front": [], "feasible": True,
-            "why": "benchmark: fixed local LoRA plan"}
+    dataset = synthesize(
+        pack_for("mahjong", "student"),
+        args.n,
+        work / "data",
+        mode="solver",
+        style=recipe("mahjong")["style"],
+        distribution="even",
+    )
+    point = PlanPoint(
+        server="local:this-machine:local",
+        gpu="CPU",
+        gpu_count=1,
+        teacher="smollm2-135m",
+        student="smollm2-135m",
+        strategy="injection",
+        lora_rank=16,
+        data_size=args.n,
+        replicas=1,
+        cost_usd=0,
+        cost_training_usd=0,
+        cost_serving_usd=0,
+        cost_synthesis_usd=0,
+        p95_ms=0,
+        accuracy=0,
+        train_hours=0,
+        latency_source="modelled",
+    )
+    plan = {
+        "task": "mahjong",
+        "chosen": point.model_dump(mode="json"),
+        "front": [],
+        "feasible": True,
+        "why": "benchmark: fixed local LoRA plan",
+    }
 
     def state(thread: str) -> dict:
-        s = initial_state(thread, str(work / "runs" / thread), spec=spec.model_dump(mode="json"), auto_approve=True)
-        s.update(servers={"profiles": []}, pairs={"pairs": []}, plan=plan, dataset=dump(dataset),
-                 approvals={"plan": {"decision": "approve", "auto": True}})
+        s = initial_state(
+            thread, str(work / "runs" / thread), spec=spec.model_dump(mode="json"), auto_approve=True
+        )
+        s.update(
+            servers={"profiles": []},
+            pairs={"pairs": []},
+            plan=plan,
+            dataset=dump(dataset),
+            approvals={"plan": {"decision": "approve", "auto": True}},
+        )
         return s
 
-    cfg = train_config(ToolContext(state=state("direct"), run_dir=work), TrainStudentArgs(max_steps=args.steps))
-    print(f"config: LoRA r{cfg.lora_r}, {cfg.max_steps} steps, batch {cfg.batch_size}, lr {cfg.learning_rate}",
-          flush=True)
-
-    trl_s = _trl_script(dataset.hf_path, work / "trl", cfg, args.threads)
-    print(f"A hand-written TRL script: {trl_s:.1f} s", flush=True)
-
-    t0 = time.perf_counter()
-    train(cfg.model_copy(update={"run_name": "direct"}), run_dir=work / "direct")
-    tool_s = time.perf_counter() - t0
-    print(f"B train tool directly:     {tool_s:.1f} s", flush=True)
+    cfg = train_config(
+        ToolContext(state=state("direct"), run_dir=work), TrainStudentArgs(max_steps=args.steps)
+    )
+    print(
+        f"config: LoRA r{cfg.lora_r}, {cfg.max_steps} steps, batch {cfg.batch_size}, lr {cfg.learning_rate}",
+        flush=True,
+    )
 
     class FixedSteps(RulePlanner):
         """The rule planner, asking for exactly --steps training steps."""
 
         def _generate(self, messages, stop=None, run_manager=None, **kw):  # type: ignore[override]
+            from langchain_core.outputs import ChatGeneration, ChatResult
+
             status = read_status(messages)
             if status.get("next_tool") == "train_student":
                 status["suggested_args"] = {"max_steps": args.steps}
-            from langchain_core.outputs import ChatGeneration, ChatResult
-
             return ChatResult(generations=[ChatGeneration(message=rule_decision(status))])
 
-    session = AgentSession("graph", runs_dir=work / "runs", graph_kwargs={"planner": FixedSteps()})
-    session.run_dir.mkdir(parents=True)
-    (session.run_dir / "run.json").write_text(json.dumps({"thread_id": "graph"}))
-    t0 = time.perf_counter()
-    with session.graph() as graph:
-        graph.invoke(state("graph"), session.config, interrupt_after=["tools"])
-        values = graph.get_state(session.config).values
-    graph_s = time.perf_counter() - t0
-    assert values.get("model"), "the graph did not train"
-    print(f"C through the agent graph: {graph_s:.1f} s", flush=True)
+    def run_trl(i: int) -> float:
+        return _trl_script(dataset.hf_path, work / f"trl{i}", cfg, args.threads)
+
+    def run_tool(i: int) -> float:
+        t0 = time.perf_counter()
+        train(cfg.model_copy(update={"run_name": f"direct{i}"}), run_dir=work / f"direct{i}")
+        return time.perf_counter() - t0
+
+    def run_graph(i: int) -> float:
+        session = AgentSession(f"graph{i}", runs_dir=work / "runs", graph_kwargs={"planner": FixedSteps()})
+        session.run_dir.mkdir(parents=True)
+        (session.run_dir / "run.json").write_text(json.dumps({"thread_id": session.thread_id}))
+        t0 = time.perf_counter()
+        with session.graph() as graph:
+            graph.invoke(state(session.thread_id), session.config, interrupt_after=["tools"])
+            assert graph.get_state(session.config).values.get("model"), "the graph did not train"
+        return time.perf_counter() - t0
+
+    # A B C, then C B A: a load that drifts during the benchmark weighs on every variant alike.
+    runs = {"trl_script": run_trl, "train_tool": run_tool, "graph": run_graph}
+    order = [*runs, *reversed(runs)][: 3 * args.repeats] if args.repeats <= 2 else [*runs] * args.repeats
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for i, name in enumerate(order):
+        times[name].append(runs[name](i))
+        print(f"{name}: {times[name][-1]:.1f} s", flush=True)
+    total = {name: sum(values) for name, values in times.items()}
 
     result = {
-        "command": f"python evals/bench_overhead.py --steps {args.steps} --n {args.n} --threads {args.threads}",
-        "steps": args.steps, "threads": args.threads, "load_avg_1m": os.getloadavg()[0],
-        "trl_script_s": round(trl_s, 2), "train_tool_s": round(tool_s, 2), "graph_s": round(graph_s, 2),
-        "graph_over_trl": round(graph_s / trl_s, 4), "graph_over_tool": round(graph_s / tool_s, 4),
+        "command": f"python evals/bench_overhead.py --steps {args.steps} --n {args.n} "
+        f"--threads {args.threads} --repeats {args.repeats}",
+        "steps": args.steps,
+        "threads": args.threads,
+        "order": order,
+        "seconds": {name: [round(t, 2) for t in values] for name, values in times.items()},
+        "load_avg_1m_end": os.getloadavg()[0],
+        "graph_over_trl": round(total["graph"] / total["trl_script"], 4),
+        "graph_over_tool": round(total["graph"] / total["train_tool"], 4),
         "goal": "graph_over_trl <= 1.03",
         "python": sys.version.split()[0],
     }

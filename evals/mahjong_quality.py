@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -205,6 +206,8 @@ def main() -> None:
         "total_seconds": round(time.monotonic() - t_start, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if sft.loss_png:  # the training curve next to the numbers (the run folder is not versioned)
+        result["loss_png"] = str(shutil.copy(sft.loss_png, args.out.with_name(args.out.stem + "_loss.png")))
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps({k: result[k] for k in ("exact_match", "exact_match_ci", "student_on_teacher_items",
                                               "student_over_teacher_same_items", "student_over_empty_baseline",

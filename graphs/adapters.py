@@ -34,14 +34,21 @@ from stratos_agent.state import dump
 # Sizes for a run on this (CPU) machine: a few thousand solver examples, a few minutes of training,
 # ~100 hold-out items. Why: `make demo` must reach a live endpoint within ~10 minutes on 2 cores.
 # Each can be overridden by an environment variable (tests use tiny ones): STRATOS_LOCAL_SYNTH_N, ...
-LOCAL_DEFAULTS: dict[str, Any] = {"synth_n": 3000, "train_minutes": 4.0, "eval_n": 100, "probe_n": 8,
-                                  "save_steps": 25}
+LOCAL_DEFAULTS: dict[str, Any] = {
+    "synth_n": 3000,
+    "train_minutes": 4.0,
+    "eval_n": 100,
+    "probe_n": 8,
+    "save_steps": 25,
+}
 
 
 def local(key: str) -> Any:
     """A local size, read when used (so a test or a user can change it by environment at any time)."""
     default = LOCAL_DEFAULTS[key]
     return type(default)(os.environ.get(f"STRATOS_LOCAL_{key.upper()}", default))
+
+
 CONSOLE = Console(stderr=True)  # progress goes to stderr: `--json` keeps stdout to one JSON object
 BENCH = {"batches": (1, 4), "requests": 4}  # enough decode points to calibrate the roofline, half the time
 
@@ -103,15 +110,36 @@ def run_synth(ctx: ToolContext, args: SynthesizeDataArgs) -> ToolOutcome:
     style = recipe(task)["style"] if plan_args["mode"] == "solver" else None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("synth {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("rejected {task.fields[rejected]}"), TimeElapsedColumn(), console=CONSOLE) as bar:
+    with Progress(
+        TextColumn("synth {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rejected {task.fields[rejected]}"),
+        TimeElapsedColumn(),
+        console=CONSOLE,
+    ) as bar:
         job = bar.add_task(plan_args["mode"], total=plan_args["n"], rejected=0)
-        ref = synth.synthesize(pack_for(task, "student"), plan_args["n"], out, mode=plan_args["mode"],
-                               seed=plan_args["seed"], distribution="even", style=style,
-                               progress=lambda p: bar.update(job, completed=p.accepted, rejected=p.rejected))
+        ref = synth.synthesize(
+            pack_for(task, "student"),
+            plan_args["n"],
+            out,
+            mode=plan_args["mode"],
+            seed=plan_args["seed"],
+            distribution="even",
+            style=style,
+            progress=lambda p: bar.update(job, completed=p.accepted, rejected=p.rejected),
+        )
     card = ref.card
-    return ToolOutcome(dump(ref), {"path": str(ref.path), "rows": card.n_accepted, "splits": card.split_counts,
-                                   "rejections": card.rejections, "mode": card.mode})
+    return ToolOutcome(
+        dump(ref),
+        {
+            "path": str(ref.path),
+            "rows": card.n_accepted,
+            "splits": card.split_counts,
+            "rejections": card.rejections,
+            "mode": card.mode,
+        },
+    )
 
 
 def synth_estimate(ctx: ToolContext, args: SynthesizeDataArgs) -> CostEstimate:
@@ -142,13 +170,16 @@ def _gather(ctx: ToolContext, spec: Any, everywhere: bool = False) -> Any:
     clouds = [c for c in executable if c != "local"]
     if not clouds:
         return planning.gather_inputs(spec, gpus=["CPU"])
-    return planning.gather_inputs(spec.model_copy(update={"constraints": spec.constraints.model_copy(
-        update={"clouds": clouds})}))
+    return planning.gather_inputs(
+        spec.model_copy(update={"constraints": spec.constraints.model_copy(update={"clouds": clouds})})
+    )
 
 
 def _restricted(ctx: ToolContext) -> bool:
     servers = ctx.state.get("servers") or {}
-    return servers.get("executable_clouds") is not None and not (ctx.spec.get("constraints") or {}).get("clouds")
+    return servers.get("executable_clouds") is not None and not (ctx.spec.get("constraints") or {}).get(
+        "clouds"
+    )
 
 
 def task_shape(task: str, n: int = 64) -> dict[str, int]:
@@ -162,12 +193,27 @@ def task_shape(task: str, n: int = 64) -> dict[str, int]:
     pack = pack_for(task, "student")
     tok = AutoTokenizer.from_pretrained(local_model_path("smollm2-135m"))
     items = pack.sample(n, seed=7)
-    prompts = [len(tok(tok.apply_chat_template([{"role": "user", "content": pack.render_prompt(it)}],
-                                               chat_template=CHATML, add_generation_prompt=True,
-                                               tokenize=False))["input_ids"]) for it in items]
+    prompts = [
+        len(
+            tok(
+                tok.apply_chat_template(
+                    [{"role": "user", "content": pack.render_prompt(it)}],
+                    chat_template=CHATML,
+                    add_generation_prompt=True,
+                    tokenize=False,
+                )
+            )["input_ids"]
+        )
+        for it in items
+    ]
     style = recipe(task)["style"]
-    answers = sorted(len(tok(pack.solver_rationale(it, style))["input_ids"]) + 1 for it in items)  # + end token
-    return {"prompt_tokens": -(-sum(prompts) // len(prompts)), "output_tokens": answers[int(0.95 * (len(answers) - 1))]}
+    answers = sorted(
+        len(tok(pack.solver_rationale(it, style))["input_ids"]) + 1 for it in items
+    )  # + end token
+    return {
+        "prompt_tokens": -(-sum(prompts) // len(prompts)),
+        "output_tokens": answers[int(0.95 * (len(answers) - 1))],
+    }
 
 
 def executable_clouds() -> tuple[list[str] | None, str]:
@@ -192,10 +238,13 @@ def run_benchmark_servers(ctx: ToolContext, args: BenchmarkServersArgs) -> ToolO
 
     from stratos_agent.spec import Traffic
 
-    user_traffic = (ctx.spec.get("traffic") or {})
+    user_traffic = ctx.spec.get("traffic") or {}
     default = Traffic().model_dump()
-    shape = {} if any(user_traffic.get(k) != default[k] for k in ("prompt_tokens", "output_tokens")) \
+    shape = (
+        {}
+        if any(user_traffic.get(k) != default[k] for k in ("prompt_tokens", "output_tokens"))
         else task_shape(ctx.spec["task"])
+    )
     clouds, clouds_note = executable_clouds()
     ctx_state = {**ctx.state, "servers": {"traffic": shape}}
     spec = _spec(ToolContext(state=ctx_state, run_dir=ctx.run_dir))  # type: ignore[arg-type]
@@ -204,29 +253,59 @@ def run_benchmark_servers(ctx: ToolContext, args: BenchmarkServersArgs) -> ToolO
     measured = []
     if local is not None:
         for student in inputs.students:
-            measured.append(server_bench.bench_model(student.id, prompt_tokens=spec.traffic.prompt_tokens,
-                                                     output_tokens=spec.traffic.output_tokens,
-                                                     force=args.refresh, **BENCH))
+            measured.append(
+                server_bench.bench_model(
+                    student.id,
+                    prompt_tokens=spec.traffic.prompt_tokens,
+                    output_tokens=spec.traffic.output_tokens,
+                    force=args.refresh,
+                    **BENCH,
+                )
+            )
         inputs = planning.gather_inputs(spec, local=local)  # now calibrated on the fresh measurements
     table = planning.serving_table(spec, inputs)
     profiles = [
-        {"server": offer.id, "gpu": offer.gpu, "gpu_count": offer.gpu_count, "usd_per_hour": offer.on_demand_usd_h,
-         "student": student.id, "fits": bool(table.fits[i, j]), "p95_ms": round(float(table.p95_ms[i, j]), 2),
-         "capacity_qps": round(float(table.capacity_qps[i, j]), 3), "instances": int(table.instances[i, j]),
-         "serving_usd": round(float(table.cost_usd[i, j]), 2), "source": str(table.source[i, j])}
-        for i, offer in enumerate(inputs.offers) for j, student in enumerate(inputs.students)
+        {
+            "server": offer.id,
+            "gpu": offer.gpu,
+            "gpu_count": offer.gpu_count,
+            "usd_per_hour": offer.on_demand_usd_h,
+            "student": student.id,
+            "fits": bool(table.fits[i, j]),
+            "p95_ms": round(float(table.p95_ms[i, j]), 2),
+            "capacity_qps": round(float(table.capacity_qps[i, j]), 3),
+            "instances": int(table.instances[i, j]),
+            "serving_usd": round(float(table.cost_usd[i, j]), 2),
+            "source": str(table.source[i, j]),
+        }
+        for i, offer in enumerate(inputs.offers)
+        for j, student in enumerate(inputs.students)
     ]
-    value = {"profiles": profiles, "measured": dump(measured), "catalog_date": inputs.catalog_date,
-             "catalog_age_days": inputs.catalog_age_days, "local": dump(local), "traffic": shape,
-             "executable_clouds": clouds, "clouds_note": clouds_note}
+    value = {
+        "profiles": profiles,
+        "measured": dump(measured),
+        "catalog_date": inputs.catalog_date,
+        "catalog_age_days": inputs.catalog_age_days,
+        "local": dump(local),
+        "traffic": shape,
+        "executable_clouds": clouds,
+        "clouds_note": clouds_note,
+    }
     fits = [p for p in profiles if p["fits"]]
     best = min(fits, key=lambda p: p["p95_ms"], default=None)
     local_rows = [p for p in profiles if p["server"].startswith("local:")]
-    return ToolOutcome(value, {"servers": len(inputs.offers), "students": [s.id for s in inputs.students],
-                               "request_shape": shape or "as in the spec", "executable": clouds_note,
-                               "measured_here": [{"model": m.model, "p95_ms": round(m.p95_ms, 1)} for m in measured],
-                               "this_machine": [{k: p[k] for k in ("student", "p95_ms", "source")} for p in local_rows],
-                               "fastest": best and {k: best[k] for k in ("server", "student", "p95_ms", "source")}})
+    return ToolOutcome(
+        value,
+        {
+            "servers": len(inputs.offers),
+            "students": [s.id for s in inputs.students],
+            "request_shape": shape or "as in the spec",
+            "executable": clouds_note,
+            "measured_here": [{"model": m.model, "p95_ms": round(m.p95_ms, 1)} for m in measured],
+            "this_machine": [{k: p[k] for k in ("student", "p95_ms", "source")} for p in local_rows],
+            "fastest": best and {k: best[k] for k in ("server", "student", "p95_ms", "source")},
+        },
+    )
 
 
 def pairs_suggest(ctx: ToolContext) -> dict[str, Any]:
@@ -242,14 +321,31 @@ def run_score_pairs(ctx: ToolContext, args: ScorePairsArgs) -> ToolOutcome:
     probe_n = args.probe_n or local("probe_n")
     probes = pairing.run_probes(spec.task, [t.id for t in inputs.teachers], n=probe_n)
     table = planning.serving_table(spec, inputs)
-    pairs = pairing.score_pairs(inputs.task, inputs.teachers, inputs.students, probes, inputs.teacher_usd_per_1k,
-                                planning.student_serving_summary(table, inputs))
+    pairs = pairing.score_pairs(
+        inputs.task,
+        inputs.teachers,
+        inputs.students,
+        probes,
+        inputs.teacher_usd_per_1k,
+        planning.student_serving_summary(table, inputs),
+    )
     if not pairs:
         raise InputError("no teacher/student pair: every student is larger than every teacher")
-    return ToolOutcome({"pairs": dump(pairs), "probes": probes, "probe_n": probe_n},
-                       {"probes": probes, "best": [{"teacher": p.teacher, "student": p.student,
-                                                    "strategy": p.decision.strategy, "score": round(p.score, 3)}
-                                                   for p in pairs[:3]]})
+    return ToolOutcome(
+        {"pairs": dump(pairs), "probes": probes, "probe_n": probe_n},
+        {
+            "probes": probes,
+            "best": [
+                {
+                    "teacher": p.teacher,
+                    "student": p.student,
+                    "strategy": p.decision.strategy,
+                    "score": round(p.score, 3),
+                }
+                for p in pairs[:3]
+            ],
+        },
+    )
 
 
 def run_make_plan(ctx: ToolContext, args: MakePlanArgs) -> ToolOutcome:
@@ -266,23 +362,46 @@ def run_make_plan(ctx: ToolContext, args: MakePlanArgs) -> ToolOutcome:
     if _restricted(ctx):
         # Also plan over the whole catalog, so the report shows what a cloud run would trade.
         wide = planning.make_plan(spec, _gather(ctx, spec, everywhere=True), pairs)
-        value["catalog_plan"] = {"chosen": dump(wide.chosen), "why": wide.why, "feasible": wide.feasible,
-                                 "front": dump(wide.front[:40])}
+        value["catalog_plan"] = {
+            "chosen": dump(wide.chosen),
+            "why": wide.why,
+            "feasible": wide.feasible,
+            "front": dump(wide.front[:40]),
+        }
         value["why"] = f"{plan.why} [{note}.]"
     point = plan.chosen
-    return ToolOutcome(value, {"feasible": plan.feasible, "chosen": point.label() if point else None,
-                               "cost_usd": point.cost_usd if point else None, "why": value["why"],
-                               "front_size": len(plan.front)})
+    return ToolOutcome(
+        value,
+        {
+            "feasible": plan.feasible,
+            "chosen": point.label() if point else None,
+            "cost_usd": point.cost_usd if point else None,
+            "why": value["why"],
+            "front_size": len(plan.front),
+        },
+    )
 
 
 # Per-task training recipe (what the task owners found works for a small student; tools/train.py and
 # evals/mahjong_quality.py): the prompt variant the student learns, the rationale style, answer lengths.
 RECIPES: dict[str, dict[str, Any]] = {
-    "mahjong": {"student_pack": {"prompt": "short"}, "teacher_pack": {}, "style": "answer",
-                "student_tokens": 24, "teacher_tokens": 64, "max_seq_len": 256},
+    "mahjong": {
+        "student_pack": {"prompt": "short"},
+        "teacher_pack": {},
+        "style": "answer",
+        "student_tokens": 24,
+        "teacher_tokens": 64,
+        "max_seq_len": 256,
+    },
 }
-DEFAULT_RECIPE: dict[str, Any] = {"student_pack": {}, "teacher_pack": {}, "style": None, "student_tokens": 256,
-                                  "teacher_tokens": 256, "max_seq_len": 512}
+DEFAULT_RECIPE: dict[str, Any] = {
+    "student_pack": {},
+    "teacher_pack": {},
+    "style": None,
+    "student_tokens": 256,
+    "teacher_tokens": 256,
+    "max_seq_len": 512,
+}
 
 
 def recipe(task: str) -> dict[str, Any]:
@@ -305,8 +424,10 @@ def train_suggest(ctx: ToolContext) -> dict[str, Any]:
 
 def train_key(state: dict[str, Any]) -> Any:
     point = chosen(state)
-    return [(state.get("dataset") or {}).get("card", {}).get("fingerprint"),
-            {k: point.get(k) for k in ("student", "teacher", "strategy", "lora_rank")}]
+    return [
+        (state.get("dataset") or {}).get("card", {}).get("fingerprint"),
+        {k: point.get(k) for k in ("student", "teacher", "strategy", "lora_rank")},
+    ]
 
 
 def train_estimate(ctx: ToolContext, args: TrainStudentArgs) -> CostEstimate:
@@ -322,16 +443,19 @@ def _cloud_stop(ctx: ToolContext, kind: str) -> None:
     if kind == "train":
         request = launch_specs.training_from_plan(plan, ctx.run_dir)
     else:
-        request = launch_specs.service_from_plan(plan, (ctx.state.get("model") or {}).get("model_dir", ""),
-                                                 spec=_spec(ctx))
+        request = launch_specs.service_from_plan(
+            plan, (ctx.state.get("model") or {}).get("model_dir", ""), spec=_spec(ctx)
+        )
     spec = launch_specs.build_skypilot_yaml(request, ctx.run_dir / "cloud" / f"{kind}.yaml")
-    raise ResourceError(f"the plan runs {kind} on {chosen(ctx.state).get('server')}; this agent executes on the "
-                        f"local machine only. Launch it with: {' '.join(spec.command)}  (YAML: {spec.yaml_path}), "
-                        "or edit the spec (clouds=local) to plan for this machine.")
+    raise ResourceError(
+        f"the plan runs {kind} on {chosen(ctx.state).get('server')}; this agent executes on the "
+        f"local machine only. Launch it with: {' '.join(spec.command)}  (YAML: {spec.yaml_path}), "
+        "or edit the spec (clouds=local) to plan for this machine."
+    )
 
 
 def train_config(ctx: ToolContext, args: TrainStudentArgs) -> Any:
-    """The TrainConfig for the plan's student, strategy and LoRA rank (also used by evals/bench_overhead.py)."""
+    """The TrainConfig for the plan's student, strategy and LoRA rank (evals/bench_overhead.py too)."""
     from stratos_agent.tools.train import CHATML
 
     from stratos_agent.records.training import TrainConfig
@@ -343,15 +467,26 @@ def train_config(ctx: ToolContext, args: TrainStudentArgs) -> Any:
     logit = point.get("strategy") == "alignment-logit"
     dataset = ctx.state["dataset"]
     return TrainConfig(
-        run_name=f"{ctx.state.get('thread_id', 'run')}-student", base_model=point.get("student") or "smollm2-135m",
-        method="distill" if logit else "sft", data=Path(dataset["hf_path"]),
-        data_card=str(Path(dataset["path"]) / "data_card.md"), task=task.split(":")[0],
-        lora=rank > 0, lora_r=rank or 16, lora_alpha=2 * (rank or 16),
-        learning_rate=args.learning_rate or (1e-3 if rank else 1e-4), lr_scheduler="constant_with_warmup",
-        max_steps=args.max_steps or train_suggest(ctx)["max_steps"], max_seq_len=recipe(task)["max_seq_len"],
-        save_steps=local("save_steps"), logging_steps=5, chat_template=CHATML,
-        time_limit_s=local("train_minutes") * 60, threads=get_settings().threads,
-        teacher_model=point.get("teacher") if logit else None, distill_mode="logit" if logit else "auto",
+        run_name=f"{ctx.state.get('thread_id', 'run')}-student",
+        base_model=point.get("student") or "smollm2-135m",
+        method="distill" if logit else "sft",
+        data=Path(dataset["hf_path"]),
+        data_card=str(Path(dataset["path"]) / "data_card.md"),
+        task=task.split(":")[0],
+        lora=rank > 0,
+        lora_r=rank or 16,
+        lora_alpha=2 * (rank or 16),
+        learning_rate=args.learning_rate or (1e-3 if rank else 1e-4),
+        lr_scheduler="constant_with_warmup",
+        max_steps=args.max_steps or train_suggest(ctx)["max_steps"],
+        max_seq_len=recipe(task)["max_seq_len"],
+        save_steps=local("save_steps"),
+        logging_steps=5,
+        chat_template=CHATML,
+        time_limit_s=local("train_minutes") * 60,
+        threads=get_settings().threads,
+        teacher_model=point.get("teacher") if logit else None,
+        distill_mode="logit" if logit else "auto",
     )
 
 
@@ -362,11 +497,18 @@ def run_train(ctx: ToolContext, args: TrainStudentArgs) -> ToolOutcome:
     if not runs_locally(ctx.state):
         _cloud_stop(ctx, "train")
     student = trainer.train(train_config(ctx, args), run_dir=ctx.run_dir / "train")
-    return ToolOutcome(dump(student), {"model_dir": str(student.model_dir), "method": student.method_detail,
-                                       "steps": student.global_step, "train_loss": student.train_loss,
-                                       "resumed_from_step": student.resumed_from_step,
-                                       "train_seconds": student.train_seconds,
-                                       "peak_rss_gib": round(student.peak_rss_bytes / 2**30, 2)})
+    return ToolOutcome(
+        dump(student),
+        {
+            "model_dir": str(student.model_dir),
+            "method": student.method_detail,
+            "steps": student.global_step,
+            "train_loss": student.train_loss,
+            "resumed_from_step": student.resumed_from_step,
+            "train_seconds": student.train_seconds,
+            "peak_rss_gib": round(student.peak_rss_bytes / 2**30, 2),
+        },
+    )
 
 
 def eval_suggest(ctx: ToolContext) -> dict[str, Any]:
@@ -387,30 +529,60 @@ def run_evaluate(ctx: ToolContext, args: EvaluateStudentArgs) -> ToolOutcome:
         raise InputError(f"the dataset in {dataset.get('path')} has no test split to evaluate on")
     n = args.n or local("eval_n")
     threads = get_settings().threads
-    student = ev.evaluate(pack_for(task, "student"), test, model=ctx.state["model"]["model_dir"], limit=n,
-                          max_new_tokens=rec["student_tokens"], threads=threads)
+    student = ev.evaluate(
+        pack_for(task, "student"),
+        test,
+        model=ctx.state["model"]["model_dir"],
+        limit=n,
+        max_new_tokens=rec["student_tokens"],
+        threads=threads,
+    )
     teacher_id = chosen(ctx.state).get("teacher") or "smollm2-135m"
     if teacher_id.startswith("endpoint:"):
-        teacher = ev.evaluate(pack_for(task, "teacher"), test, endpoint=get_settings().openai_base_url,
-                              model_name=teacher_id.removeprefix("endpoint:"), limit=n,
-                              max_new_tokens=rec["teacher_tokens"])
+        teacher = ev.evaluate(
+            pack_for(task, "teacher"),
+            test,
+            endpoint=get_settings().openai_base_url,
+            model_name=teacher_id.removeprefix("endpoint:"),
+            limit=n,
+            max_new_tokens=rec["teacher_tokens"],
+        )
     else:
-        teacher = ev.evaluate(pack_for(task, "teacher"), test, model=teacher_id, limit=n,
-                              max_new_tokens=rec["teacher_tokens"], threads=threads)
+        teacher = ev.evaluate(
+            pack_for(task, "teacher"),
+            test,
+            model=teacher_id,
+            limit=n,
+            max_new_tokens=rec["teacher_tokens"],
+            threads=threads,
+        )
     comparison = ev.compare(pack_for(task, "student"), test, student, teacher, limit=n)
     by = {r.difficulty: r.exact_match.value for r in student.by_difficulty}
-    value = {**dump(comparison), "n": student.n, "student_accuracy": student.exact_match,
-             "teacher_accuracy": teacher.exact_match, "student_ci95": [student.exact_match_ci.low,
-                                                                       student.exact_match_ci.high],
-             "student_by_difficulty": by,
-             "teacher_by_difficulty": {r.difficulty: r.exact_match.value for r in teacher.by_difficulty},
-             "baselines": {b.name: b.exact_match.value for b in comparison.baselines},
-             "student_p50_ms": student.latency_p50_ms, "student_p95_ms": student.latency_p95_ms,
-             "student_tokens_per_s": student.tokens_per_s, "teacher_p95_ms": teacher.latency_p95_ms,
-             "student_parse_failure_rate": student.parse_failure_rate}
-    return ToolOutcome(value, {"n": student.n, "student_exact_match": round(student.exact_match, 4),
-                               "teacher_exact_match": round(teacher.exact_match, 4),
-                               "baselines": value["baselines"], "student_p95_ms": round(student.latency_p95_ms, 1)})
+    value = {
+        **dump(comparison),
+        "n": student.n,
+        "student_accuracy": student.exact_match,
+        "teacher_accuracy": teacher.exact_match,
+        "student_ci95": [student.exact_match_ci.low, student.exact_match_ci.high],
+        "student_by_difficulty": by,
+        "teacher_by_difficulty": {r.difficulty: r.exact_match.value for r in teacher.by_difficulty},
+        "baselines": {b.name: b.exact_match.value for b in comparison.baselines},
+        "student_p50_ms": student.latency_p50_ms,
+        "student_p95_ms": student.latency_p95_ms,
+        "student_tokens_per_s": student.tokens_per_s,
+        "teacher_p95_ms": teacher.latency_p95_ms,
+        "student_parse_failure_rate": student.parse_failure_rate,
+    }
+    return ToolOutcome(
+        value,
+        {
+            "n": student.n,
+            "student_exact_match": round(student.exact_match, 4),
+            "teacher_exact_match": round(teacher.exact_match, 4),
+            "baselines": value["baselines"],
+            "student_p95_ms": round(student.latency_p95_ms, 1),
+        },
+    )
 
 
 def deploy_suggest(ctx: ToolContext) -> dict[str, Any]:
@@ -429,44 +601,112 @@ def run_deploy(ctx: ToolContext, args: DeployStudentArgs) -> ToolOutcome:
         _cloud_stop(ctx, "serve")
     task = ctx.spec["task"]
     with CONSOLE.status("deploying the student") as status:
-        dep = deploy.deploy_local(ctx.state["model"]["model_dir"], port=args.port, task=task.split(":")[0],
-                                  name=f"{ctx.state.get('thread_id', 'student')}", on_status=status.update)
+        dep = deploy.deploy_local(
+            ctx.state["model"]["model_dir"],
+            port=args.port,
+            task=task.split(":")[0],
+            name=f"{ctx.state.get('thread_id', 'student')}",
+            on_status=status.update,
+        )
     smoke = dep.smoke
-    value = {**dump(dep), "smoke_ok": smoke.ok if smoke else None,
-             "smoke_answer": smoke.response[:200] if smoke else None,
-             "smoke_latency_ms": round(smoke.latency_s * 1000, 1) if smoke and smoke.latency_s else None}
-    return ToolOutcome(value, {"base_url": dep.base_url, "model": dep.model, "reused": dep.reused,
-                               "smoke_ok": value["smoke_ok"], "smoke_latency_ms": value["smoke_latency_ms"]})
+    value = {
+        **dump(dep),
+        "smoke_ok": smoke.ok if smoke else None,
+        "smoke_answer": smoke.response[:200] if smoke else None,
+        "smoke_latency_ms": round(smoke.latency_s * 1000, 1) if smoke and smoke.latency_s else None,
+    }
+    return ToolOutcome(
+        value,
+        {
+            "base_url": dep.base_url,
+            "model": dep.model,
+            "reused": dep.reused,
+            "smoke_ok": value["smoke_ok"],
+            "smoke_latency_ms": value["smoke_latency_ms"],
+        },
+    )
 
 
 def default_toolset(runners: dict[str, Any] | None = None) -> Toolset:
     """The Stratos tools in lifecycle order. `runners` replaces adapters by tool name (tests)."""
     runners = runners or {}
     specs = [
-        ToolSpec("benchmark_servers", BenchmarkServersArgs, "servers", ("spec",), runners.get("benchmark_servers")
-                 or run_benchmark_servers, key_inputs=lambda s: (s.get("spec") or {}).get("traffic"),
-                 clears=("pairs", "plan")),
-        ToolSpec("score_pairs", ScorePairsArgs, "pairs", ("spec", "servers"), runners.get("score_pairs")
-                 or run_score_pairs, suggest=pairs_suggest,
-                 key_inputs=lambda s: [(s.get("spec") or {}).get(k) for k in ("task", "teacher", "student")],
-                 clears=("plan",)),
-        ToolSpec("make_plan", MakePlanArgs, "plan", ("spec", "servers", "pairs"), runners.get("make_plan")
-                 or run_make_plan, clears=("dataset", "model", "eval", "deployment"),
-                 key_inputs=lambda s: [s.get("spec"), s.get("servers"), s.get("pairs")]),
-        ToolSpec("synthesize_data", SynthesizeDataArgs, "dataset", ("spec", "plan"), runners.get("synthesize_data")
-                 or run_synth, estimate=synth_estimate, spends=True, suggest=synth_suggest,
-                 key_inputs=lambda s: (s.get("spec") or {}).get("task"), clears=("model", "eval", "deployment")),
-        ToolSpec("train_student", TrainStudentArgs, "model", ("plan", "dataset"), runners.get("train_student")
-                 or run_train, estimate=train_estimate, spends=True, suggest=train_suggest,
-                 key_inputs=train_key, clears=("eval", "deployment")),
-        ToolSpec("evaluate_student", EvaluateStudentArgs, "eval", ("model", "dataset"),
-                 runners.get("evaluate_student") or run_evaluate, suggest=eval_suggest,
-                 key_inputs=lambda s: [(s.get("model") or {}).get("model_dir"), (s.get("dataset") or {}).get("path")],
-                 clears=("deployment",)),
-        ToolSpec("deploy_student", DeployStudentArgs, "deployment", ("model", "eval"),
-                 runners.get("deploy_student") or run_deploy, estimate=deploy_estimate,
-                 needs_deploy_approval=True, suggest=deploy_suggest,
-                 key_inputs=lambda s: (s.get("model") or {}).get("model_dir")),
+        ToolSpec(
+            "benchmark_servers",
+            BenchmarkServersArgs,
+            "servers",
+            ("spec",),
+            runners.get("benchmark_servers") or run_benchmark_servers,
+            key_inputs=lambda s: (s.get("spec") or {}).get("traffic"),
+            clears=("pairs", "plan"),
+        ),
+        ToolSpec(
+            "score_pairs",
+            ScorePairsArgs,
+            "pairs",
+            ("spec", "servers"),
+            runners.get("score_pairs") or run_score_pairs,
+            suggest=pairs_suggest,
+            key_inputs=lambda s: [(s.get("spec") or {}).get(k) for k in ("task", "teacher", "student")],
+            clears=("plan",),
+        ),
+        ToolSpec(
+            "make_plan",
+            MakePlanArgs,
+            "plan",
+            ("spec", "servers", "pairs"),
+            runners.get("make_plan") or run_make_plan,
+            clears=("dataset", "model", "eval", "deployment"),
+            key_inputs=lambda s: [s.get("spec"), s.get("servers"), s.get("pairs")],
+        ),
+        ToolSpec(
+            "synthesize_data",
+            SynthesizeDataArgs,
+            "dataset",
+            ("spec", "plan"),
+            runners.get("synthesize_data") or run_synth,
+            estimate=synth_estimate,
+            spends=True,
+            suggest=synth_suggest,
+            key_inputs=lambda s: (s.get("spec") or {}).get("task"),
+            clears=("model", "eval", "deployment"),
+        ),
+        ToolSpec(
+            "train_student",
+            TrainStudentArgs,
+            "model",
+            ("plan", "dataset"),
+            runners.get("train_student") or run_train,
+            estimate=train_estimate,
+            spends=True,
+            suggest=train_suggest,
+            key_inputs=train_key,
+            clears=("eval", "deployment"),
+        ),
+        ToolSpec(
+            "evaluate_student",
+            EvaluateStudentArgs,
+            "eval",
+            ("model", "dataset"),
+            runners.get("evaluate_student") or run_evaluate,
+            suggest=eval_suggest,
+            key_inputs=lambda s: [
+                (s.get("model") or {}).get("model_dir"),
+                (s.get("dataset") or {}).get("path"),
+            ],
+            clears=("deployment",),
+        ),
+        ToolSpec(
+            "deploy_student",
+            DeployStudentArgs,
+            "deployment",
+            ("model", "eval"),
+            runners.get("deploy_student") or run_deploy,
+            estimate=deploy_estimate,
+            needs_deploy_approval=True,
+            suggest=deploy_suggest,
+            key_inputs=lambda s: (s.get("model") or {}).get("model_dir"),
+        ),
     ]
     return Toolset({spec.name: spec for spec in specs})
 

@@ -35,8 +35,9 @@ def open_checkpointer(run_dir: Path, url: str | None = None) -> Iterator[Any]:
         try:
             from langgraph.checkpoint.postgres import PostgresSaver
         except ImportError as exc:
-            raise InputError("a Postgres checkpoint URL needs the `postgres` extra: "
-                             "pip install 'stratos-agent[postgres]'") from exc
+            raise InputError(
+                "a Postgres checkpoint URL needs the `postgres` extra: pip install 'stratos-agent[postgres]'"
+            ) from exc
         import psycopg
 
         try:
@@ -50,7 +51,7 @@ def open_checkpointer(run_dir: Path, url: str | None = None) -> Iterator[Any]:
         raise InputError(f"checkpoint URL {url!r} is neither postgres://... nor sqlite:///PATH")
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    path = Path(url[len("sqlite:///"):]) if url else run_dir / CHECKPOINT_FILE
+    path = Path(url[len("sqlite:///") :]) if url else run_dir / CHECKPOINT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), check_same_thread=False)
     try:

@@ -20,8 +20,9 @@ from stratos_agent.graphs.toolset import Toolset
 from stratos_agent.state import AgentState
 
 RECURSION_LIMIT = 200  # supersteps per invocation: the lifecycle plus retries and re-plans stays well under
-TOOL_RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, backoff_factor=2.0, max_interval=20.0,
-                         retry_on=is_transient)
+TOOL_RETRY = RetryPolicy(
+    max_attempts=3, initial_interval=1.0, backoff_factor=2.0, max_interval=20.0, retry_on=is_transient
+)
 
 
 def build_graph(
@@ -54,7 +55,9 @@ def build_graph(
         report_writer = write_report
     runtime = AgentRuntime(
         planner=GuardedPlanner(planner or RulePlanner(), toolset, max_retries=planner_retries),
-        toolset=toolset, write_report=report_writer, spec_model=spec_model,
+        toolset=toolset,
+        write_report=report_writer,
+        spec_model=spec_model,
         default_runs_dir=lambda: get_settings().runs_dir,
     )
     nodes = Nodes(runtime)
@@ -62,13 +65,17 @@ def build_graph(
     builder.add_node("intake", nodes.intake, destinations=("planner", "intake"))
     builder.add_node("planner", nodes.planner)
     builder.add_node("tools", nodes.tools, retry_policy=tool_retry, error_handler=nodes.tools_failed)
-    builder.add_node("approve_plan", nodes.approve_plan, destinations=("tools", "planner", "report", "approve_plan"))
-    builder.add_node("approve_deploy", nodes.approve_deploy,
-                     destinations=("tools", "planner", "report", "approve_deploy"))
+    builder.add_node(
+        "approve_plan", nodes.approve_plan, destinations=("tools", "planner", "report", "approve_plan")
+    )
+    builder.add_node(
+        "approve_deploy", nodes.approve_deploy, destinations=("tools", "planner", "report", "approve_deploy")
+    )
     builder.add_node("report", nodes.report)
     builder.add_edge(START, "intake")
-    builder.add_conditional_edges("planner", nodes.route_after_planner,
-                                  ["tools", "approve_plan", "approve_deploy", "report"])
+    builder.add_conditional_edges(
+        "planner", nodes.route_after_planner, ["tools", "approve_plan", "approve_deploy", "report"]
+    )
     builder.add_edge("tools", "planner")
     builder.add_edge("report", END)
     graph = builder.compile(checkpointer=checkpointer, name="stratos")

@@ -46,8 +46,14 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (ServiceError, TimeoutError, ConnectionError)):
         return True
     name = type(exc).__name__
-    return name in {"APITimeoutError", "APIConnectionError", "InternalServerError", "ReadTimeout",
-                    "ConnectTimeout", "RemoteProtocolError"}
+    return name in {
+        "APITimeoutError",
+        "APIConnectionError",
+        "InternalServerError",
+        "ReadTimeout",
+        "ConnectTimeout",
+        "RemoteProtocolError",
+    }
 
 
 def now() -> str:
@@ -85,7 +91,9 @@ class AgentRuntime:
         last = state["messages"][-1] if state.get("messages") else None
         last_error = None
         if isinstance(last, ToolMessage) and last.status == "error":
-            kind = (last.artifact or {}).get("kind", "failed") if isinstance(last.artifact, dict) else "failed"
+            kind = (
+                (last.artifact or {}).get("kind", "failed") if isinstance(last.artifact, dict) else "failed"
+            )
             last_error = {"tool": last.name, "message": last.content, "kind": kind}
         ledger = Ledger.from_state((spec.get("constraints") or {}).get("budget_usd"), state.get("ledger"))
         suggested: dict[str, Any] = {}
@@ -93,7 +101,9 @@ class AgentRuntime:
             ctx = ToolContext(state=state, run_dir=Path(state.get("run_dir") or "."))
             suggested = nxt.suggest(ctx) if nxt.suggest else {}
         return {
-            "task": spec.get("task"), "constraints": spec.get("constraints"), "preference": spec.get("preference"),
+            "task": spec.get("task"),
+            "constraints": spec.get("constraints"),
+            "preference": spec.get("preference"),
             "done": [s for s in STAGES if state.get(s) is not None],  # type: ignore[misc]
             "approvals": {k: v.get("decision") for k, v in (state.get("approvals") or {}).items()},
             "next_tool": nxt.name if nxt else None,
@@ -101,9 +111,11 @@ class AgentRuntime:
             "failures": dict(state.get("errors") or {}),
             "max_retries": MAX_TOOL_RETRIES,
             "last_error": last_error,
-            "pending_question": last.content if isinstance(last, HumanMessage) and len(state["messages"]) > 1
-            and "?" in str(last.content) else None,
-            "plan_label": _label(chosen), "plan_why": plan.get("why"),
+            "pending_question": last.content
+            if isinstance(last, HumanMessage) and len(state["messages"]) > 1 and "?" in str(last.content)
+            else None,
+            "plan_label": _label(chosen),
+            "plan_why": plan.get("why"),
             "plan_feasible": plan.get("feasible", True) if plan else None,
             "ledger": {"spent_usd": round(ledger.spent_usd, 4), "budget_usd": ledger.budget_usd},
             "summary": _summary(state),
@@ -114,8 +126,10 @@ def _label(point: dict[str, Any]) -> str:
     if not point:
         return ""
     rank = "full" if point.get("lora_rank") == 0 else f"LoRA r{point.get('lora_rank')}"
-    return (f"{point.get('gpu')} x{point.get('gpu_count')} ({point.get('server')}): {point.get('student')} <- "
-            f"{point.get('teacher')}, {point.get('strategy')}, {rank}, n={point.get('data_size')}")
+    return (
+        f"{point.get('gpu')} x{point.get('gpu_count')} ({point.get('server')}): {point.get('student')} <- "
+        f"{point.get('teacher')}, {point.get('strategy')}, {rank}, n={point.get('data_size')}"
+    )
 
 
 def _summary(state: AgentState) -> str:
@@ -123,7 +137,9 @@ def _summary(state: AgentState) -> str:
     ev = state.get("eval") or {}
     parts = ["Run complete."]
     if ev:
-        parts.append(f"Student exact match {ev.get('student_accuracy')}, teacher {ev.get('teacher_accuracy')}.")
+        parts.append(
+            f"Student exact match {ev.get('student_accuracy')}, teacher {ev.get('teacher_accuracy')}."
+        )
     if deployment:
         parts.append(f"Endpoint {deployment.get('base_url')} serving {deployment.get('model')}.")
     return " ".join(parts)
@@ -146,14 +162,23 @@ def _pending_calls(state: AgentState) -> list[dict[str, Any]]:
 
 
 def _tool_error(call: dict[str, Any], message: str, kind: str) -> ToolMessage:
-    return ToolMessage(content=f"ERROR ({kind}): {message}", tool_call_id=call["id"], name=call["name"],
-                       status="error", artifact={"kind": kind})
+    return ToolMessage(
+        content=f"ERROR ({kind}): {message}",
+        tool_call_id=call["id"],
+        name=call["name"],
+        status="error",
+        artifact={"kind": kind},
+    )
 
 
 # --------------------------------------------------------------------- stage cache (idempotency)
 def _stage_key(spec: ToolSpec, args: dict[str, Any], state: AgentState) -> str:
-    inputs = {"args": args, "inputs": spec.key_inputs(state) if spec.key_inputs else
-              {slot: state.get(slot) for slot in spec.requires}}  # type: ignore[misc]
+    inputs = {
+        "args": args,
+        "inputs": spec.key_inputs(state)
+        if spec.key_inputs
+        else {slot: state.get(slot) for slot in spec.requires},
+    }  # type: ignore[misc]
     raw = json.dumps(inputs, sort_keys=True, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
@@ -207,21 +232,39 @@ class Nodes:
                     update.update(replan)
                     update["messages"].append(HumanMessage(content=note))
             if not state.get("messages") and not inbox:
-                update["messages"] = [HumanMessage(content=spec.request or f"Distil a model for {spec.task}.")]
+                update["messages"] = [
+                    HumanMessage(content=spec.request or f"Distil a model for {spec.task}.")
+                ]
             return Command(goto="planner", update={**update, "status": "planning"})
 
         request = "\n".join(part for part in (state.get("request") or "", inbox or "") if part)
         analysis = self._analyse(request)
         if not analysis.complete:
-            answer = interrupt({"gate": "clarify", "thread_id": config["configurable"]["thread_id"],
-                                "missing": analysis.missing, "ambiguous": analysis.ambiguous,
-                                "questions": analysis.questions(), "request": request})
-            return Command(goto="intake", update={**update, "request": f"{request}\n{answer}",
-                                                  "status": "needs_input"})
+            answer = interrupt(
+                {
+                    "gate": "clarify",
+                    "thread_id": config["configurable"]["thread_id"],
+                    "missing": analysis.missing,
+                    "ambiguous": analysis.ambiguous,
+                    "questions": analysis.questions(),
+                    "request": request,
+                }
+            )
+            return Command(
+                goto="intake", update={**update, "request": f"{request}\n{answer}", "status": "needs_input"}
+            )
         spec = analysis.to_spec()
-        return Command(goto="planner", update={
-            **update, "request": request, "spec": spec.model_dump(mode="json"), "missing": [],
-            "status": "planning", "messages": [HumanMessage(content=request)]})
+        return Command(
+            goto="planner",
+            update={
+                **update,
+                "request": request,
+                "spec": spec.model_dump(mode="json"),
+                "missing": [],
+                "status": "planning",
+                "messages": [HumanMessage(content=request)],
+            },
+        )
 
     def _analyse(self, request: str) -> RequestAnalysis:
         analysis = analyse_request(request)
@@ -229,24 +272,47 @@ class Nodes:
             return analysis
         try:  # an LLM may read what the rules could not; a bad answer falls back to the rules
             spec = self.rt.spec_model.with_structured_output(DistillationSpec).invoke(
-                [SystemMessage(content=load_prompt("request_to_spec")), HumanMessage(content=request)])
+                [SystemMessage(content=load_prompt("request_to_spec")), HumanMessage(content=request)]
+            )
             if spec.constraints.budget_usd is None:
                 return analysis
-            return RequestAnalysis(fields={"request": request, "task": spec.task, **spec.constraints.model_dump(),
-                                           **spec.traffic.model_dump(), "preference": spec.preference})
+            return RequestAnalysis(
+                fields={
+                    "request": request,
+                    "task": spec.task,
+                    **spec.constraints.model_dump(),
+                    **spec.traffic.model_dump(),
+                    "preference": spec.preference,
+                }
+            )
         except Exception as exc:  # noqa: BLE001 - logged; the deterministic answer stands
             log.warning("structured request parsing failed (%s); using the rule parser", exc)
             return analysis
 
-    def _replan(self, state: AgentState, spec: DistillationSpec, changes: dict[str, Any], source: str
-                ) -> dict[str, Any]:
+    def _replan(
+        self, state: AgentState, spec: DistillationSpec, changes: dict[str, Any], source: str
+    ) -> dict[str, Any]:
         """The update that makes the planner plan again under an edited spec (finished stages reused)."""
         note = ", ".join(f"{k}={v}" for k, v in changes.items())
-        events = [*(state.get("events") or []), {"kind": "edit", "source": source, "changes": changes, "at": now()}]
-        return {"spec": spec.model_dump(mode="json"), "plan": None, "pairs": None, "dataset": None, "model": None,
-                "eval": None, "deployment": None, "approvals": {}, "errors": {}, "events": events,
-                "status": "planning", "report": None,
-                "messages_note": f"The user changed the spec ({note}); make a new plan."}
+        events = [
+            *(state.get("events") or []),
+            {"kind": "edit", "source": source, "changes": changes, "at": now()},
+        ]
+        return {
+            "spec": spec.model_dump(mode="json"),
+            "plan": None,
+            "pairs": None,
+            "dataset": None,
+            "model": None,
+            "eval": None,
+            "deployment": None,
+            "approvals": {},
+            "errors": {},
+            "events": events,
+            "status": "planning",
+            "report": None,
+            "messages_note": f"The user changed the spec ({note}); make a new plan.",
+        }
 
     # planner: one decision per turn.
     def planner(self, state: AgentState) -> dict[str, Any]:
@@ -289,21 +355,35 @@ class Nodes:
             messages.append(message)
             if message.status == "error":
                 errors[call["name"]] = errors.get(call["name"], 0) + 1
-                events.append({"kind": "refused" if message.artifact.get("kind") != "failed" else "tool_error",
-                               "tool": call["name"], "message": message.content, "at": now()})
+                events.append(
+                    {
+                        "kind": "refused" if message.artifact.get("kind") != "failed" else "tool_error",
+                        "tool": call["name"],
+                        "message": message.content,
+                        "at": now(),
+                    }
+                )
             else:
                 errors[call["name"]] = 0
                 work.update(slots)
         slots_out = {k: work[k] for k in (*STAGES, "approvals") if work.get(k) is not state.get(k)}
-        return {**slots_out, "messages": messages, "ledger": ledger.to_state(), "errors": errors,
-                "events": events, "status": "running"}
+        return {
+            **slots_out,
+            "messages": messages,
+            "ledger": ledger.to_state(),
+            "errors": errors,
+            "events": events,
+            "status": "running",
+        }
 
-    def _run_call(self, call: dict[str, Any], state: dict[str, Any], run_dir: Path, ledger: Ledger
-                  ) -> tuple[ToolMessage, dict[str, Any]]:
+    def _run_call(
+        self, call: dict[str, Any], state: dict[str, Any], run_dir: Path, ledger: Ledger
+    ) -> tuple[ToolMessage, dict[str, Any]]:
         toolset = self.rt.toolset
         if call["name"] not in toolset:
-            return _tool_error(call, f"unknown tool {call['name']!r}; tools: {', '.join(toolset.names())}",
-                               "invalid"), {}
+            return _tool_error(
+                call, f"unknown tool {call['name']!r}; tools: {', '.join(toolset.names())}", "invalid"
+            ), {}
         spec = toolset[call["name"]]
         try:
             args = spec.args.model_validate(call.get("args") or {})
@@ -334,8 +414,15 @@ class Nodes:
                 return _tool_error(call, f"{spec.name} failed: {detail}", "failed"), {}
             wall = time.perf_counter() - start
             entry = ledger.settle(spec.produces, wall, outcome.note)
-            finished = {"key": key, "tool": spec.name, "args": args_json, "value": outcome.value,
-                        "summary": outcome.summary, "ledger": entry.model_dump(mode="json"), "at": now()}
+            finished = {
+                "key": key,
+                "tool": spec.name,
+                "args": args_json,
+                "value": outcome.value,
+                "summary": outcome.summary,
+                "ledger": entry.model_dump(mode="json"),
+                "at": now(),
+            }
             save_finished_stage(run_dir, spec, finished)
             reused = False
         else:
@@ -345,8 +432,10 @@ class Nodes:
         slots = {spec.produces: finished["value"], **{slot: None for slot in spec.clears}}
         if spec.produces == "plan":
             slots["approvals"] = {}
-        content = json.dumps({"ok": True, "tool": spec.name, "reused_finished_stage": reused,
-                              **finished["summary"]}, default=str)
+        content = json.dumps(
+            {"ok": True, "tool": spec.name, "reused_finished_stage": reused, **finished["summary"]},
+            default=str,
+        )
         return ToolMessage(content=content, tool_call_id=call["id"], name=spec.name, status="success"), slots
 
     def _guard(self, spec: ToolSpec, state: dict[str, Any]) -> str | None:
@@ -354,8 +443,10 @@ class Nodes:
         missing = [slot for slot in spec.requires if state.get(slot) is None]
         if missing:
             producers = [t.name for t in self.rt.toolset.specs.values() if t.produces in missing]
-            return (f"cannot run {spec.name} yet: it needs {', '.join(missing)} first "
-                    f"(call {', '.join(producers) or 'the earlier stages'}).")
+            return (
+                f"cannot run {spec.name} yet: it needs {', '.join(missing)} first "
+                f"(call {', '.join(producers) or 'the earlier stages'})."
+            )
         approvals = state.get("approvals") or {}
         if spec.spends and (approvals.get("plan") or {}).get("decision") != "approve":
             return f"cannot run {spec.name}: the plan has not been approved."
@@ -373,9 +464,17 @@ class Nodes:
         for call in _pending_calls(state):
             _log_failure(run_dir, call["name"], error.error)
             errors[call["name"]] = errors.get(call["name"], 0) + 1
-            messages.append(_tool_error(call, f"{call['name']} failed after retries: "
-                                              f"{type(error.error).__name__}: {error.error}", "failed"))
-        events = [*(state.get("events") or []), {"kind": "retries_exhausted", "error": str(error.error), "at": now()}]
+            messages.append(
+                _tool_error(
+                    call,
+                    f"{call['name']} failed after retries: {type(error.error).__name__}: {error.error}",
+                    "failed",
+                )
+            )
+        events = [
+            *(state.get("events") or []),
+            {"kind": "retries_exhausted", "error": str(error.error), "at": now()},
+        ]
         return Command(goto="planner", update={"messages": messages, "errors": errors, "events": events})
 
     # approval gates
@@ -383,17 +482,38 @@ class Nodes:
         plan = state.get("plan") or {}
         chosen = plan.get("chosen") or {}
         payload = {
-            "gate": "plan", "thread_id": state.get("thread_id"), "feasible": plan.get("feasible", True),
+            "gate": "plan",
+            "thread_id": state.get("thread_id"),
+            "feasible": plan.get("feasible", True),
             "nearest_feasible": plan.get("nearest_feasible"),
-            "question": "Approve this plan before anything spends money?" if plan.get("feasible", True) else
-            "No plan meets the constraints. Edit them (e.g. edit budget_usd=50) or reject.",
-            "plan": _label(chosen), "why": plan.get("why"),
-            "estimate": {k: chosen.get(k) for k in ("cost_usd", "cost_training_usd", "cost_serving_usd",
-                                                    "cost_synthesis_usd", "train_hours", "p95_ms", "accuracy")},
+            "question": "Approve this plan before anything spends money?"
+            if plan.get("feasible", True)
+            else "No plan meets the constraints. Edit them (e.g. edit budget_usd=50) or reject.",
+            "plan": _label(chosen),
+            "why": plan.get("why"),
+            "estimate": {
+                k: chosen.get(k)
+                for k in (
+                    "cost_usd",
+                    "cost_training_usd",
+                    "cost_serving_usd",
+                    "cost_synthesis_usd",
+                    "train_hours",
+                    "p95_ms",
+                    "accuracy",
+                )
+            },
             "budget_usd": ((state.get("spec") or {}).get("constraints") or {}).get("budget_usd"),
-            "pareto": [{"plan": _label(p), "cost_usd": p.get("cost_usd"), "p95_ms": p.get("p95_ms"),
-                        "accuracy": p.get("accuracy"), "train_hours": p.get("train_hours")}
-                       for p in plan.get("front", [])[:12]],
+            "pareto": [
+                {
+                    "plan": _label(p),
+                    "cost_usd": p.get("cost_usd"),
+                    "p95_ms": p.get("p95_ms"),
+                    "accuracy": p.get("accuracy"),
+                    "train_hours": p.get("train_hours"),
+                }
+                for p in plan.get("front", [])[:12]
+            ],
         }
         return self._gate(state, "plan", payload)
 
@@ -402,12 +522,24 @@ class Nodes:
         deploy = next(t for t in self.rt.toolset.specs.values() if t.needs_deploy_approval)
         ctx = ToolContext(state=state, run_dir=Path(state["run_dir"]))
         payload = {
-            "gate": "deploy", "thread_id": state.get("thread_id"),
+            "gate": "deploy",
+            "thread_id": state.get("thread_id"),
             "question": "Deploy the student as a live endpoint?",
-            "eval": {k: ev.get(k) for k in ("student_accuracy", "teacher_accuracy", "n", "by_difficulty",
-                                            "student_p95_ms", "baselines")},
-            "endpoint": {"model_path": (state.get("model") or {}).get("model_dir"),
-                         **(deploy.suggest(ctx) if deploy.suggest else {})},
+            "eval": {
+                k: ev.get(k)
+                for k in (
+                    "student_accuracy",
+                    "teacher_accuracy",
+                    "n",
+                    "by_difficulty",
+                    "student_p95_ms",
+                    "baselines",
+                )
+            },
+            "endpoint": {
+                "model_path": (state.get("model") or {}).get("model_dir"),
+                **(deploy.suggest(ctx) if deploy.suggest else {}),
+            },
         }
         return self._gate(state, "deploy", payload)
 
@@ -426,9 +558,13 @@ class Nodes:
         pending = _pending_calls(state)
         if decision == "reject":
             approvals[gate] = {"decision": "reject", "auto": False, "at": now(), "note": note}
-            msgs = [_tool_error(c, f"the user rejected the {gate}{': ' + note if note else ''}", "rejected")
-                    for c in pending]
-            return Command(goto="report", update={"approvals": approvals, "messages": msgs, "status": "rejected"})
+            msgs = [
+                _tool_error(c, f"the user rejected the {gate}{': ' + note if note else ''}", "rejected")
+                for c in pending
+            ]
+            return Command(
+                goto="report", update={"approvals": approvals, "messages": msgs, "status": "rejected"}
+            )
         try:
             spec = apply_edits(DistillationSpec.model_validate(state["spec"]), changes)
         except StratosError as exc:  # ask again, saying what was wrong with the edit
@@ -437,7 +573,9 @@ class Nodes:
         update = self._replan(state, spec, changes, f"{gate} gate")
         note_text = update.pop("messages_note")
         msgs = [_tool_error(c, f"not run: {note_text}", "edited") for c in pending]
-        return Command(goto="planner", update={**update, "messages": [*msgs, HumanMessage(content=note_text)]})
+        return Command(
+            goto="planner", update={**update, "messages": [*msgs, HumanMessage(content=note_text)]}
+        )
 
     # report: always the last node.
     def report(self, state: AgentState) -> dict[str, Any]:
@@ -456,8 +594,13 @@ class Nodes:
 
 def _answered_question(state: AgentState) -> bool:
     messages = state.get("messages") or []
-    return (len(messages) >= 2 and isinstance(messages[-1], AIMessage) and not messages[-1].tool_calls
-            and isinstance(messages[-2], HumanMessage) and "?" in str(messages[-2].content))
+    return (
+        len(messages) >= 2
+        and isinstance(messages[-1], AIMessage)
+        and not messages[-1].tool_calls
+        and isinstance(messages[-2], HumanMessage)
+        and "?" in str(messages[-2].content)
+    )
 
 
 def parse_decision(answer: Any) -> tuple[str, dict[str, Any], str]:

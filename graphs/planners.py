@@ -33,7 +33,7 @@ def read_status(messages: Sequence[BaseMessage]) -> dict[str, Any]:
     for message in reversed(messages):
         text = message.content if isinstance(message.content, str) else ""
         if text.startswith(STATUS_MARKER):
-            return json.loads(text[len(STATUS_MARKER):])
+            return json.loads(text[len(STATUS_MARKER) :])
     raise ValueError("the rule planner needs the run status message; none was sent")
 
 
@@ -48,8 +48,10 @@ def _answer(status: dict[str, Any], question: str) -> str:
     if status.get("next_tool"):
         parts.append(f"Next step: {status['next_tool']} {json.dumps(status.get('suggested_args') or {})}.")
     if status.get("ledger"):
-        parts.append(f"Spent ${status['ledger'].get('spent_usd', 0):.2f} of "
-                     f"{status['ledger'].get('budget_usd') or 'no'} budget.")
+        parts.append(
+            f"Spent ${status['ledger'].get('spent_usd', 0):.2f} of "
+            f"{status['ledger'].get('budget_usd') or 'no'} budget."
+        )
     return f"(You asked: {question.strip()!r}) " + " ".join(parts)
 
 
@@ -58,21 +60,31 @@ def rule_decision(status: dict[str, Any]) -> AIMessage:
     if status.get("pending_question"):
         return AIMessage(content=_answer(status, status["pending_question"]))
     if status.get("plan_feasible") is False:
-        return AIMessage(content=f"No plan satisfies the constraints: {status.get('plan_why')} "
-                                 "Edit them to continue (`stratos approve THREAD --edit KEY=VALUE`).")
+        return AIMessage(
+            content=f"No plan satisfies the constraints: {status.get('plan_why')} "
+            "Edit them to continue (`stratos approve THREAD --edit KEY=VALUE`)."
+        )
     last_error = status.get("last_error") or {}
     if last_error.get("kind") == "budget":
-        return AIMessage(content=f"Stopping: {last_error.get('message')} Edit the budget to continue "
-                                 "(`stratos approve THREAD --edit budget_usd=...`).")
+        return AIMessage(
+            content=f"Stopping: {last_error.get('message')} Edit the budget to continue "
+            "(`stratos approve THREAD --edit budget_usd=...`)."
+        )
     tool = status.get("next_tool")
     if not tool:
         return AIMessage(content=status.get("summary") or "The run is complete.")
     failures = (status.get("failures") or {}).get(tool, 0)
     if failures >= status.get("max_retries", 2):
-        return AIMessage(content=f"Giving up on {tool} after {failures} failed attempts: "
-                                 f"{last_error.get('message', 'see the log')}")
-    call = {"name": tool, "args": status.get("suggested_args") or {}, "id": f"call_{uuid.uuid4().hex[:12]}",
-            "type": "tool_call"}
+        return AIMessage(
+            content=f"Giving up on {tool} after {failures} failed attempts: "
+            f"{last_error.get('message', 'see the log')}"
+        )
+    call = {
+        "name": tool,
+        "args": status.get("suggested_args") or {},
+        "id": f"call_{uuid.uuid4().hex[:12]}",
+        "type": "tool_call",
+    }
     return AIMessage(content="", tool_calls=[call])
 
 
@@ -83,8 +95,13 @@ class RulePlanner(BaseChatModel):
     def _llm_type(self) -> str:
         return "stratos-rule-planner"
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         return ChatResult(generations=[ChatGeneration(message=rule_decision(read_status(messages)))])
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> RulePlanner:
@@ -93,8 +110,10 @@ class RulePlanner(BaseChatModel):
 
 def validation_problems(message: AIMessage, toolset: Toolset, status: dict[str, Any]) -> list[str]:
     """Why a planner reply cannot be executed as is (empty list: it can)."""
-    problems = [f"could not parse the arguments of {bad.get('name')!r}: {bad.get('error') or bad.get('args')}"
-                for bad in getattr(message, "invalid_tool_calls", []) or []]
+    problems = [
+        f"could not parse the arguments of {bad.get('name')!r}: {bad.get('error') or bad.get('args')}"
+        for bad in getattr(message, "invalid_tool_calls", []) or []
+    ]
     for call in message.tool_calls:
         if call["name"] not in toolset:
             problems.append(f"unknown tool {call['name']!r}; the tools are: {', '.join(toolset.names())}")
@@ -104,10 +123,18 @@ def validation_problems(message: AIMessage, toolset: Toolset, status: dict[str, 
         except ValidationError as exc:
             problems.append(f"invalid arguments for {call['name']}: {_short(exc)}")
     stops_on_budget = (status.get("last_error") or {}).get("kind") == "budget"
-    if not message.tool_calls and not problems and status.get("next_tool") and not status.get("pending_question") \
-            and not stops_on_budget and status.get("plan_feasible") is not False:
-        problems.append(f"you answered without a tool call, but the run is not finished: the next step "
-                        f"is {status['next_tool']} (suggested arguments {status.get('suggested_args')})")
+    if (
+        not message.tool_calls
+        and not problems
+        and status.get("next_tool")
+        and not status.get("pending_question")
+        and not stops_on_budget
+        and status.get("plan_feasible") is not False
+    ):
+        problems.append(
+            f"you answered without a tool call, but the run is not finished: the next step "
+            f"is {status['next_tool']} (suggested arguments {status.get('suggested_args')})"
+        )
     return problems
 
 
@@ -153,36 +180,61 @@ class GuardedPlanner:
                 break
             problems = validation_problems(reply, self.toolset, status)
             if not problems:
-                return PlannerTurn(_clean(reply), [{"kind": "planner_retry", "errors": errors}] if errors else [])
+                return PlannerTurn(
+                    _clean(reply), [{"kind": "planner_retry", "errors": errors}] if errors else []
+                )
             errors.append(f"attempt {attempt + 1}: " + " | ".join(problems))
             prompt = [*prompt, *_feedback(reply, problems)]
         fallback = self.fallback.invoke([*messages, status_message(status)])
-        event = {"kind": "planner_fallback", "attempts": len(errors), "errors": errors,
-                 "decision": [c["name"] for c in fallback.tool_calls] or "final answer"}
+        event = {
+            "kind": "planner_fallback",
+            "attempts": len(errors),
+            "errors": errors,
+            "decision": [c["name"] for c in fallback.tool_calls] or "final answer",
+        }
         return PlannerTurn(fallback, [event])
 
 
 def _clean(reply: AIMessage) -> AIMessage:
     """Keep only what the graph needs (content + validated tool calls), so state stays serialisable."""
-    calls = [{"name": c["name"], "args": c.get("args") or {}, "id": c.get("id") or f"call_{uuid.uuid4().hex[:12]}",
-              "type": "tool_call"} for c in reply.tool_calls]
-    return AIMessage(content=reply.content if isinstance(reply.content, str) else str(reply.content),
-                     tool_calls=calls)
+    calls = [
+        {
+            "name": c["name"],
+            "args": c.get("args") or {},
+            "id": c.get("id") or f"call_{uuid.uuid4().hex[:12]}",
+            "type": "tool_call",
+        }
+        for c in reply.tool_calls
+    ]
+    return AIMessage(
+        content=reply.content if isinstance(reply.content, str) else str(reply.content), tool_calls=calls
+    )
 
 
 def _feedback(reply: AIMessage, problems: list[str]) -> list[BaseMessage]:
     """The error answer an invalid reply gets: a ToolMessage per call (the API requires one) + the rule."""
-    text = "Your last reply was invalid: " + " | ".join(problems) + (
-        ". Reply with exactly one call of one of the listed tools, with JSON arguments matching its schema.")
+    text = (
+        "Your last reply was invalid: "
+        + " | ".join(problems)
+        + ". Reply with exactly one call of one of the listed tools, "
+        "with JSON arguments matching its schema."
+    )
     out: list[BaseMessage] = [_clean(reply)]
-    out += [ToolMessage(content=text, tool_call_id=c.get("id") or "invalid", status="error")
-            for c in out[0].tool_calls]
+    out += [
+        ToolMessage(content=text, tool_call_id=c.get("id") or "invalid", status="error")
+        for c in out[0].tool_calls
+    ]
     out.append(HumanMessage(content=text))
     return out
 
 
-def make_llm_planner(model: str, base_url: str | None = None, api_key: str | None = None,
-                     timeout_s: float = 120.0, max_tokens: int = 400) -> BaseChatModel:
+def make_llm_planner(
+    model: str,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout_s: float = 120.0,
+    max_tokens: int = 400,
+) -> BaseChatModel:
     """A ChatOpenAI planner for any OpenAI-compatible endpoint (OpenAI, vLLM, SGLang, llama.cpp, Ollama).
 
     `base_url`/`api_key` default to OPENAI_BASE_URL / OPENAI_API_KEY; local servers accept any key.
@@ -194,5 +246,12 @@ def make_llm_planner(model: str, base_url: str | None = None, api_key: str | Non
     settings = get_settings()
     key = api_key or (settings.openai_api_key.get_secret_value() if settings.openai_api_key else None)
     # A tool call or a short answer needs few tokens; the cap keeps a rambling model from stalling a turn.
-    return ChatOpenAI(model=model, base_url=base_url or settings.openai_base_url, api_key=key or "not-needed",
-                      temperature=0.0, timeout=timeout_s, max_retries=2, max_tokens=max_tokens)
+    return ChatOpenAI(
+        model=model,
+        base_url=base_url or settings.openai_base_url,
+        api_key=key or "not-needed",
+        temperature=0.0,
+        timeout=timeout_s,
+        max_retries=2,
+        max_tokens=max_tokens,
+    )

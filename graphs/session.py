@@ -52,10 +52,13 @@ class RunOutcome:
         ev = v.get("eval") or {}
         dep = v.get("deployment") or {}
         return {
-            "thread_id": self.thread_id, "status": self.status,
+            "thread_id": self.thread_id,
+            "status": self.status,
             "waiting_for": (self.interrupt or {}).get("gate"),
-            "plan": plan.get("chosen"), "plan_why": plan.get("why"),
-            "student_accuracy": ev.get("student_accuracy"), "teacher_accuracy": ev.get("teacher_accuracy"),
+            "plan": plan.get("chosen"),
+            "plan_why": plan.get("why"),
+            "student_accuracy": ev.get("student_accuracy"),
+            "teacher_accuracy": ev.get("teacher_accuracy"),
             "endpoint": {"base_url": dep.get("base_url"), "model": dep.get("model")} if dep else None,
             "report": (v.get("report") or {}).get("html"),
             "approvals_auto_skipped": v.get("auto_approve", False),
@@ -91,18 +94,28 @@ class AgentSession:
     def exists(self) -> bool:
         return (self.run_dir / RUN_INFO).is_file()
 
-    def start(self, request: str | None = None, spec: DistillationSpec | dict | None = None,
-              auto_approve: bool = False) -> RunOutcome:
+    def start(
+        self,
+        request: str | None = None,
+        spec: DistillationSpec | dict | None = None,
+        auto_approve: bool = False,
+    ) -> RunOutcome:
         if self.exists():
             raise InputError(f"run {self.thread_id} already exists in {self.run_dir}; use `stratos resume`")
         if request is None and spec is None:
             raise InputError("a run needs a request text or a spec")
-        spec_dict = DistillationSpec.model_validate(spec).model_dump(mode="json") if spec is not None else None
+        spec_dict = (
+            DistillationSpec.model_validate(spec).model_dump(mode="json") if spec is not None else None
+        )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         url = checkpoint_url(self.checkpoint)
-        info = {"thread_id": self.thread_id, "request": request or (spec_dict or {}).get("request"),
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "checkpoint": "postgres" if is_postgres(url) else "sqlite", "auto_approve": auto_approve}
+        info = {
+            "thread_id": self.thread_id,
+            "request": request or (spec_dict or {}).get("request"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "checkpoint": "postgres" if is_postgres(url) else "sqlite",
+            "auto_approve": auto_approve,
+        }
         (self.run_dir / RUN_INFO).write_text(json.dumps(info, indent=1))
         state = initial_state(self.thread_id, str(self.run_dir), request or "", spec_dict, auto_approve)
         return self._invoke(state)
@@ -122,7 +135,7 @@ class AgentSession:
         return self._invoke(None if answer is None else Command(resume=answer))
 
     def send(self, text: str) -> RunOutcome:
-        """A chat message: a question, a constraint change, or 'continue'. Answers an interrupt if one waits."""
+        """A chat message: a question, a constraint change or 'continue'; it answers a waiting interrupt."""
         self._require()
         snapshot = self.outcome()
         if snapshot.interrupt is not None:
@@ -167,7 +180,9 @@ class AgentSession:
         elif snap.next:
             # killed or stopped mid-run (`stratos resume` continues it), unless a live process is on it
             status = "running" if self._running_elsewhere() else "interrupted"
-        return RunOutcome(self.thread_id, status, values, interrupts[0] if interrupts else None, tuple(snap.next))
+        return RunOutcome(
+            self.thread_id, status, values, interrupts[0] if interrupts else None, tuple(snap.next)
+        )
 
 
 def list_runs(runs_dir: Path | None = None) -> list[dict[str, Any]]:

@@ -64,7 +64,9 @@ class TrainStudentArgs(_Args):
 class EvaluateStudentArgs(_Args):
     """Evaluate student and teacher side by side on held-out items."""
 
-    n: int | None = Field(default=None, gt=0, le=100_000, description="Hold-out items; default from the plan.")
+    n: int | None = Field(
+        default=None, gt=0, le=100_000, description="Hold-out items; default from the plan."
+    )
 
 
 class DeployStudentArgs(_Args):

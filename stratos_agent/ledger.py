@@ -50,21 +50,24 @@ class Ledger(BaseModel):
             return None
         others = sum(
             e.actual_usd if e.actual_usd is not None else e.estimated_usd
-            for e in self.entries if e.stage != stage
+            for e in self.entries
+            if e.stage != stage
         )
         if others + estimate_usd > self.budget_usd + 1e-9:
             return (
                 f"budget exceeded: {stage} is estimated at ${estimate_usd:.2f}, already committed "
                 f"${others:.2f} of the ${self.budget_usd:.2f} budget (${self.budget_usd - others:.2f} left). "
-                "Choose a cheaper setting (fewer steps/examples, a cheaper server) or ask the user for more budget."
+                "Choose a cheaper setting (fewer steps/examples, a cheaper server) "
+                "or ask the user for more budget."
             )
         return None
 
     def book(self, stage: str, estimate_usd: float, server: str, usd_per_hour: float) -> None:
         """Record the estimate of a stage about to run (replacing an earlier booking of it)."""
         self.entries = [e for e in self.entries if e.stage != stage]
-        self.entries.append(LedgerEntry(stage=stage, estimated_usd=estimate_usd, server=server,
-                                        usd_per_hour=usd_per_hour))
+        self.entries.append(
+            LedgerEntry(stage=stage, estimated_usd=estimate_usd, server=server, usd_per_hour=usd_per_hour)
+        )
 
     def settle(self, stage: str, wall_s: float, note: str = "") -> LedgerEntry:
         """Record what a finished stage actually cost: wall time x the server's hourly price."""
@@ -79,6 +82,12 @@ class Ledger(BaseModel):
     def rows(self) -> list[dict]:
         """Table rows for reports: one per stage plus a total against the budget."""
         rows = [e.model_dump(mode="json") for e in self.entries]
-        rows.append({"stage": "total", "estimated_usd": round(sum(e.estimated_usd for e in self.entries), 6),
-                     "actual_usd": round(self.spent_usd, 6), "budget_usd": self.budget_usd})
+        rows.append(
+            {
+                "stage": "total",
+                "estimated_usd": round(sum(e.estimated_usd for e in self.entries), 6),
+                "actual_usd": round(self.spent_usd, 6),
+                "budget_usd": self.budget_usd,
+            }
+        )
         return rows

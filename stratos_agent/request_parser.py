@@ -28,15 +28,18 @@ _TASK_PATTERNS: tuple[tuple[str, str], ...] = (
     ("gsm8k", r"gsm[\s-]?8k|grade[\s-]school math|math word problems?"),
 )
 _CLOUDS = {
-    "aws": r"\baws\b|amazon", "gcp": r"\bgcp\b|google cloud", "azure": r"\bazure\b",
-    "lambda": r"\blambda\b", "runpod": r"\brunpod\b", "local": r"\blocal(?:ly)?\b|this machine|on[- ]prem",
+    "aws": r"\baws\b|amazon",
+    "gcp": r"\bgcp\b|google cloud",
+    "azure": r"\bazure\b",
+    "lambda": r"\blambda\b",
+    "runpod": r"\brunpod\b",
+    "local": r"\blocal(?:ly)?\b|this machine|on[- ]prem",
 }
 _NUM = r"(\d+(?:[.,]\d+)?)"
-_MONEY = re.compile(
-    rf"(?:\$\s*{_NUM}\s*(k)?)|(?:{_NUM}\s*(k)?\s*(?:usd|dollars?|\$))", re.IGNORECASE
-)
+_MONEY = re.compile(rf"(?:\$\s*{_NUM}\s*(k)?)|(?:{_NUM}\s*(k)?\s*(?:usd|dollars?|\$))", re.IGNORECASE)
 _LATENCY = re.compile(
-    rf"(?:p(?:50|90|95|99)|latency|respond|response)[^.;\d$]{{0,30}}?{_NUM}\s*(ms|milliseconds?|s|sec|seconds?)\b",
+    rf"(?:p(?:50|90|95|99)|latency|respond|response)[^.;\d$]{{0,30}}?{_NUM}\s*"
+    r"(ms|milliseconds?|s|sec|seconds?)\b",
     re.IGNORECASE,
 )
 _ACCURACY = re.compile(
@@ -72,15 +75,18 @@ class RequestAnalysis:
 
     def questions(self) -> list[str]:
         asks = [QUESTIONS[name] for name in self.missing]
-        asks += [f"Your request names several values for {name}: {values}. Which one?"
-                 for name, values in self.ambiguous.items()]
+        asks += [
+            f"Your request names several values for {name}: {values}. Which one?"
+            for name, values in self.ambiguous.items()
+        ]
         return asks
 
     def to_spec(self) -> DistillationSpec:
         constraint_keys = ("budget_usd", "p95_latency_ms", "min_accuracy", "clouds", "deadline_hours")
         traffic_keys = ("qps", "duration_days")
-        data: dict[str, Any] = {k: v for k, v in self.fields.items()
-                                if k not in constraint_keys + traffic_keys}
+        data: dict[str, Any] = {
+            k: v for k, v in self.fields.items() if k not in constraint_keys + traffic_keys
+        }
         data["constraints"] = {k: self.fields[k] for k in constraint_keys if k in self.fields}
         data["traffic"] = {k: self.fields[k] for k in traffic_keys if k in self.fields}
         return DistillationSpec.model_validate(data)
@@ -151,7 +157,9 @@ def analyse_request(text: str) -> RequestAnalysis:
         if any(a <= m.start() < b for a, b in latency_spans):
             continue  # "under 300 ms" is a latency, not a deadline
         value, unit = _number(m.group(1)), m.group(2).lower()
-        deadlines.append(value * 24 if unit.startswith("d") else value / 60 if unit.startswith("m") else value)
+        deadlines.append(
+            value * 24 if unit.startswith("d") else value / 60 if unit.startswith("m") else value
+        )
     _put(out, "deadline_hours", deadlines)
 
     clouds = [name for name, pattern in _CLOUDS.items() if re.search(pattern, lowered)]
@@ -181,12 +189,21 @@ def parse_request(text: str) -> DistillationSpec:
 
 # Flat edit keys ("budget_usd=30") -> where they live in the spec.
 _EDIT_PATHS: dict[str, tuple[str, ...]] = {
-    **{k: ("constraints", k) for k in ("budget_usd", "p95_latency_ms", "min_accuracy", "clouds", "deadline_hours")},
+    **{
+        k: ("constraints", k)
+        for k in ("budget_usd", "p95_latency_ms", "min_accuracy", "clouds", "deadline_hours")
+    },
     **{k: ("traffic", k) for k in ("qps", "duration_days", "prompt_tokens", "output_tokens", "concurrency")},
     **{k: (k,) for k in ("task", "metric", "preference", "teacher", "student", "data_size")},
 }
-_EDIT_ALIASES = {"budget": "budget_usd", "latency": "p95_latency_ms", "p95": "p95_latency_ms",
-                 "p95_ms": "p95_latency_ms", "accuracy": "min_accuracy", "deadline": "deadline_hours"}
+_EDIT_ALIASES = {
+    "budget": "budget_usd",
+    "latency": "p95_latency_ms",
+    "p95": "p95_latency_ms",
+    "p95_ms": "p95_latency_ms",
+    "accuracy": "min_accuracy",
+    "deadline": "deadline_hours",
+}
 
 
 def _edit_value(key: str, value: Any) -> Any:
@@ -199,7 +216,9 @@ def _edit_value(key: str, value: Any) -> Any:
         return float(text[:-1]) / 100.0
     if key in {"teacher", "student"} and text.lower() in {"", "none", "auto"}:
         return None
-    return text.lstrip("$").rstrip("%").strip() if key in _EDIT_PATHS and key not in {"task", "metric"} else text
+    return (
+        text.lstrip("$").rstrip("%").strip() if key in _EDIT_PATHS and key not in {"task", "metric"} else text
+    )
 
 
 def apply_edits(spec: DistillationSpec, changes: dict[str, Any]) -> DistillationSpec:

@@ -12,9 +12,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.messages import AnyMessage
 
-Status = Literal[
-    "new", "needs_input", "planning", "running", "paused", "done", "rejected", "failed"
-]
+Status = Literal["new", "needs_input", "planning", "running", "paused", "done", "rejected", "failed"]
 
 # Lifecycle stages in order; each is produced by one tool and stored under the same state key.
 STAGES: tuple[str, ...] = ("servers", "pairs", "plan", "dataset", "model", "eval", "deployment")
@@ -59,7 +57,7 @@ class AgentState(TypedDict, total=False):
     pairs: dict[str, Any] | None  # {"pairs": [PairScore], ...}
     plan: dict[str, Any] | None  # Plan: Pareto front + chosen point + why
     dataset: dict[str, Any] | None  # DatasetRef
-    model: dict[str, Any] | None  # TrainResult (student HF folder, adapter, curves)
+    model: dict[str, Any] | None  # StudentModel (student HF folder, adapter, curves)
     eval: dict[str, Any] | None  # EvalReport (student vs teacher on held-out items)
     deployment: dict[str, Any] | None  # Deployment (base_url, model, smoke result)
     approvals: dict[str, Approval]  # "plan" / "deploy"
@@ -98,12 +96,32 @@ def dump(value: Any) -> Any:
 
 
 def initial_state(
-    thread_id: str, run_dir: str, request: str = "", spec: dict[str, Any] | None = None,
+    thread_id: str,
+    run_dir: str,
+    request: str = "",
+    spec: dict[str, Any] | None = None,
     auto_approve: bool = False,
 ) -> AgentState:
     return AgentState(
-        thread_id=thread_id, run_dir=run_dir, request=request, spec=spec, missing=[],
-        servers=None, pairs=None, plan=None, dataset=None, model=None, eval=None, deployment=None,
-        approvals={}, ledger=[], auto_approve=auto_approve, status="new", events=[], errors={},
-        report=None, inbox=None, messages=[],
+        thread_id=thread_id,
+        run_dir=run_dir,
+        request=request,
+        spec=spec,
+        missing=[],
+        servers=None,
+        pairs=None,
+        plan=None,
+        dataset=None,
+        model=None,
+        eval=None,
+        deployment=None,
+        approvals={},
+        ledger=[],
+        auto_approve=auto_approve,
+        status="new",
+        events=[],
+        errors={},
+        report=None,
+        inbox=None,
+        messages=[],
     )

@@ -34,8 +34,12 @@ def test_python_api_with_a_spec_object_and_interrupts(runs_dir: Path) -> None:
 def test_stream_reports_every_node(runs_dir: Path) -> None:
     graph = build_graph(InMemorySaver(), toolset=default_toolset(doubles()))
     config = {"configurable": {"thread_id": "api-2"}}
-    nodes = [next(iter(chunk)) for chunk in graph.stream({"request": "mahjong tiles under $20", "auto_approve": True},
-                                                          config, stream_mode="updates")]
+    nodes = [
+        next(iter(chunk))
+        for chunk in graph.stream(
+            {"request": "mahjong tiles under $20", "auto_approve": True}, config, stream_mode="updates"
+        )
+    ]
     assert nodes[:3] == ["intake", "planner", "tools"] and nodes[-1] == "report"
     assert nodes.count("tools") == 7
 
@@ -49,5 +53,7 @@ def test_langgraph_json_points_at_an_importable_graph_factory() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     graph = getattr(module, attr)()
-    assert {"intake", "planner", "tools", "approve_plan", "approve_deploy", "report"} <= set(graph.get_graph().nodes)
+    assert {"intake", "planner", "tools", "approve_plan", "approve_deploy", "report"} <= set(
+        graph.get_graph().nodes
+    )
     assert json.loads((ROOT / "langgraph.json").read_text())["dependencies"] == ["."]

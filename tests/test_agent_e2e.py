@@ -20,9 +20,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 STRATOS = [str(Path(sys.executable).with_name("stratos"))]
 REQUEST = "a model that lists Mahjong winning tiles, under $20, p95 under 120 s, prefer cheaper"
-SMALL = {"STRATOS_LOCAL_SYNTH_N": "3000", "STRATOS_LOCAL_TRAIN_MINUTES": "0.6", "STRATOS_LOCAL_EVAL_N": "8",
-         "STRATOS_LOCAL_PROBE_N": "2", "STRATOS_LOCAL_SAVE_STEPS": "2", "STRATOS_THREADS": "1",
-         "OMP_NUM_THREADS": "1"}
+SMALL = {
+    "STRATOS_LOCAL_SYNTH_N": "3000",
+    "STRATOS_LOCAL_TRAIN_MINUTES": "0.6",
+    "STRATOS_LOCAL_EVAL_N": "8",
+    "STRATOS_LOCAL_PROBE_N": "2",
+    "STRATOS_LOCAL_SAVE_STEPS": "2",
+    "STRATOS_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def _env(runs_dir: Path) -> dict[str, str]:
@@ -33,7 +39,9 @@ def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout_s: float = 1
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended (rc {proc.returncode}) before {what}:\n{proc.stdout.read()[-3000:]}")
+            raise AssertionError(
+                f"the run ended (rc {proc.returncode}) before {what}:\n{proc.stdout.read()[-3000:]}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError(f"timed out waiting for {what}")
@@ -41,8 +49,15 @@ def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout_s: float = 1
 
 
 def _start(args: list[str], runs_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([*STRATOS, *args], env=_env(runs_dir), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [*STRATOS, *args],
+        env=_env(runs_dir),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _kill9(proc: subprocess.Popen) -> None:
@@ -63,7 +78,9 @@ def test_kill9_during_synth_training_and_between_stages_then_resume(tmp_path: Pa
     proc = _start(["run", REQUEST, "--yes", "--thread", thread], runs)
 
     # 1. during synthesis: a partial log of committed chunks exists, the stage is not finished
-    _wait_for(lambda: any(run.glob("data/*/partial*")) and _stage(run, "synthesize_data") is None, proc, "synth")
+    _wait_for(
+        lambda: any(run.glob("data/*/partial*")) and _stage(run, "synthesize_data") is None, proc, "synth"
+    )
     _kill9(proc)
     assert _stage(run, "synthesize_data") is None
     plan_done = _stage(run, "make_plan")
@@ -71,8 +88,14 @@ def test_kill9_during_synth_training_and_between_stages_then_resume(tmp_path: Pa
 
     # 2. during training: a checkpoint exists, the stage is not finished
     proc = _start(["resume", thread], runs)
-    _wait_for(lambda: any((c / "trainer_state.json").is_file() and (c / "optimizer.pt").is_file()
-                          for c in run.glob("train/checkpoints/checkpoint-*")), proc, "a complete checkpoint")
+    _wait_for(
+        lambda: any(
+            (c / "trainer_state.json").is_file() and (c / "optimizer.pt").is_file()
+            for c in run.glob("train/checkpoints/checkpoint-*")
+        ),
+        proc,
+        "a complete checkpoint",
+    )
     _kill9(proc)
     assert _stage(run, "train_student") is None
     synth_done = _stage(run, "synthesize_data")
@@ -86,26 +109,46 @@ def test_kill9_during_synth_training_and_between_stages_then_resume(tmp_path: Pa
     assert train_done["value"]["resumed_from_step"] is not None  # training continued from its checkpoint
     assert _stage(run, "synthesize_data")["at"] == synth_done["at"]
 
-    out = subprocess.run([*STRATOS, "resume", thread, "--json"], env=_env(runs), cwd=ROOT, capture_output=True,
-                         text=True, timeout=1800, check=False)
+    out = subprocess.run(
+        [*STRATOS, "resume", thread, "--json"],
+        env=_env(runs),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     try:
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         summary = json.loads(out.stdout.strip().splitlines()[-1])
         assert summary["status"] == "done" and summary["endpoint"]["base_url"].startswith("http://127.0.0.1")
         assert Path(summary["report"]).is_file()
-        for tool, before in (("make_plan", plan_done), ("synthesize_data", synth_done), ("train_student", train_done)):
+        for tool, before in (
+            ("make_plan", plan_done),
+            ("synthesize_data", synth_done),
+            ("train_student", train_done),
+        ):
             assert _stage(run, tool)["at"] == before["at"], f"{tool} was redone after the kill"
         card = json.loads(next(run.glob("data/*/data_card.json")).read_text())
         assert card["sessions"] >= 2  # synthesis continued from its partial output
         from openai import OpenAI
 
         client = OpenAI(base_url=summary["endpoint"]["base_url"], api_key="none")
-        reply = client.chat.completions.create(model=summary["endpoint"]["model"], max_tokens=16,
-                                               messages=[{"role": "user", "content": "Hand: 123m 456p 789s 111z 5z"}])
+        reply = client.chat.completions.create(
+            model=summary["endpoint"]["model"],
+            max_tokens=16,
+            messages=[{"role": "user", "content": "Hand: 123m 456p 789s 111z 5z"}],
+        )
         assert reply.choices[0].message.content is not None
     finally:
-        subprocess.run([*STRATOS, "stop", thread], env=_env(runs), cwd=ROOT, capture_output=True, timeout=120,
-                       check=False)
+        subprocess.run(
+            [*STRATOS, "stop", thread],
+            env=_env(runs),
+            cwd=ROOT,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
         _kill_leftovers(run)
 
 
@@ -134,10 +177,17 @@ def test_llm_planner_against_a_real_vllm_server(runs_dir: Path) -> None:
     from stratos_agent.models import local_model_path
 
     port = deploy.choose_port("127.0.0.1", None, None)
-    launch = vllm_launch(local_model_path("smollm2-135m"), served_model_name="planner", port=port,
-                         device=local_device(), max_model_len=4096, python=sys.executable)
-    launch = launch.model_copy(update={"argv": [*launch.argv, "--enable-auto-tool-choice",
-                                                "--tool-call-parser", "hermes"]})
+    launch = vllm_launch(
+        local_model_path("smollm2-135m"),
+        served_model_name="planner",
+        port=port,
+        device=local_device(),
+        max_model_len=4096,
+        python=sys.executable,
+    )
+    launch = launch.model_copy(
+        update={"argv": [*launch.argv, "--enable-auto-tool-choice", "--tool-call-parser", "hermes"]}
+    )
     state_dir = runs_dir / "planner-server"
     proc, started = deploy.start_server(launch, state_dir, None)
     try:
@@ -145,10 +195,14 @@ def test_llm_planner_against_a_real_vllm_server(runs_dir: Path) -> None:
         deploy.wait_ready(proc, started, url, "planner", None, state_dir / "server.log", 900)
         llm = make_llm_planner("planner", url, api_key="none", timeout_s=300)
         runners = doubles()
-        session = AgentSession("llm", runs_dir=runs_dir, graph_kwargs={
-            "toolset": default_toolset(runners), "planner": llm, "planner_retries": 1})
-        out = session.start("a model that lists Mahjong winning tiles, under $20, p95 under 300 ms",
-                            auto_approve=True)
+        session = AgentSession(
+            "llm",
+            runs_dir=runs_dir,
+            graph_kwargs={"toolset": default_toolset(runners), "planner": llm, "planner_retries": 1},
+        )
+        out = session.start(
+            "a model that lists Mahjong winning tiles, under $20, p95 under 300 ms", auto_approve=True
+        )
         for event in (e for e in out.values["events"] if e["kind"] == "planner_fallback"):
             assert event["attempts"] == 2 and event["errors"]  # 1 try + 1 retry, each error recorded
         assert out.status == "done"  # the rule planner finished what the 135M model could not

@@ -29,24 +29,58 @@ REQUEST = "a model that lists Mahjong winning tiles, under $20, p95 under 300 ms
 
 
 def _point(**over: Any) -> dict[str, Any]:
-    base = {"server": "local:this-machine-1t:local", "gpu": "CPU", "gpu_count": 1, "teacher": "smollm2-135m",
-            "student": "smollm2-135m", "strategy": "injection", "lora_rank": 16, "data_size": 2000, "replicas": 1,
-            "cost_usd": 6.0, "cost_training_usd": 2.0, "cost_serving_usd": 4.0, "cost_synthesis_usd": 0.0,
-            "p95_ms": 120.0, "accuracy": 0.5, "train_hours": 0.05, "latency_source": "measured"}
+    base = {
+        "server": "local:this-machine-1t:local",
+        "gpu": "CPU",
+        "gpu_count": 1,
+        "teacher": "smollm2-135m",
+        "student": "smollm2-135m",
+        "strategy": "injection",
+        "lora_rank": 16,
+        "data_size": 2000,
+        "replicas": 1,
+        "cost_usd": 6.0,
+        "cost_training_usd": 2.0,
+        "cost_serving_usd": 4.0,
+        "cost_synthesis_usd": 0.0,
+        "p95_ms": 120.0,
+        "accuracy": 0.5,
+        "train_hours": 0.05,
+        "latency_source": "measured",
+    }
     return PlanPoint(**{**base, **over}).model_dump(mode="json")
 
 
 def _plan(ctx: Any) -> dict[str, Any]:
     budget = ctx.spec["constraints"]["budget_usd"]
     if budget < 5:
-        return Plan(task="mahjong", preference="balanced", chosen=None, front=[], why="the cheapest plan costs $6",
-                    feasible=False, binding_constraints=["budget_usd"], nearest_feasible=["budget $6: local CPU"],
-                    candidates=2, catalog_date="2026-11-01", catalog_age_days=27,
-                    created="2026-11-28T00:00:00Z").model_dump(mode="json")
+        return Plan(
+            task="mahjong",
+            preference="balanced",
+            chosen=None,
+            front=[],
+            why="the cheapest plan costs $6",
+            feasible=False,
+            binding_constraints=["budget_usd"],
+            nearest_feasible=["budget $6: local CPU"],
+            candidates=2,
+            catalog_date="2026-11-01",
+            catalog_age_days=27,
+            created="2026-11-28T00:00:00Z",
+        ).model_dump(mode="json")
     chosen = _point(cost_usd=min(6.0, budget))
-    plan = Plan(task="mahjong", preference="balanced", chosen=chosen, front=[chosen, _point(cost_usd=15, accuracy=0.6)],
-                why=f"cheapest point under ${budget}", feasible=True, candidates=2, catalog_date="2026-11-01",
-                catalog_age_days=27, created="2026-11-28T00:00:00Z")
+    plan = Plan(
+        task="mahjong",
+        preference="balanced",
+        chosen=chosen,
+        front=[chosen, _point(cost_usd=15, accuracy=0.6)],
+        why=f"cheapest point under ${budget}",
+        feasible=True,
+        candidates=2,
+        catalog_date="2026-11-01",
+        catalog_age_days=27,
+        created="2026-11-28T00:00:00Z",
+    )
     return plan.model_dump(mode="json")
 
 
@@ -69,10 +103,18 @@ def doubles(**fail: list[BaseException]) -> dict[str, StageDouble]:
         "benchmark_servers": {"profiles": []},
         "score_pairs": {"pairs": []},
         "make_plan": _plan,
-        "synthesize_data": {"path": "data", "card": {"task": "mahjong", "n_accepted": 100, "fingerprint": "f"}},
+        "synthesize_data": {
+            "path": "data",
+            "card": {"task": "mahjong", "n_accepted": 100, "fingerprint": "f"},
+        },
         "train_student": {"model_dir": "student", "metrics_csv": None},
-        "evaluate_student": {"n": 10, "student_accuracy": 0.5, "teacher_accuracy": 0.1,
-                             "student_by_difficulty": {"1": 0.6}, "teacher_by_difficulty": {"1": 0.2}},
+        "evaluate_student": {
+            "n": 10,
+            "student_accuracy": 0.5,
+            "teacher_accuracy": 0.1,
+            "student_by_difficulty": {"1": 0.6},
+            "teacher_by_difficulty": {"1": 0.2},
+        },
         "deploy_student": {"base_url": "http://127.0.0.1:9/v1", "model": "student"},
     }
     return {name: StageDouble(value, fail.get(name)) for name, value in values.items()}
@@ -88,8 +130,9 @@ class ScriptedPlanner(BaseChatModel):
     def _llm_type(self) -> str:
         return "scripted"
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
         self.seen.append(list(messages))
         reply = self.script.pop(0) if self.script else AIMessage(content="done")
         return ChatResult(generations=[ChatGeneration(message=reply)])
@@ -107,8 +150,11 @@ def call(name: str, **args: Any) -> AIMessage:
 
 def session(runs_dir: Path, runners: dict[str, StageDouble], thread: str = "t", **graph: Any) -> AgentSession:
     fast_retry = RetryPolicy(max_attempts=3, initial_interval=0.01, jitter=False, retry_on=is_transient)
-    return AgentSession(thread, runs_dir=runs_dir,
-                        graph_kwargs={"toolset": default_toolset(runners), "tool_retry": fast_retry, **graph})
+    return AgentSession(
+        thread,
+        runs_dir=runs_dir,
+        graph_kwargs={"toolset": default_toolset(runners), "tool_retry": fast_retry, **graph},
+    )
 
 
 def tool_messages(outcome: Any) -> list[ToolMessage]:
@@ -120,7 +166,11 @@ def test_lifecycle_with_both_approval_gates(runs_dir: Path) -> None:
     s = session(runs_dir, runners)
     out = s.start(REQUEST)
     assert out.status == "awaiting_approval" and out.interrupt["gate"] == "plan"
-    assert out.interrupt["budget_usd"] == 20 and out.interrupt["pareto"] and out.interrupt["estimate"]["cost_usd"]
+    assert (
+        out.interrupt["budget_usd"] == 20
+        and out.interrupt["pareto"]
+        and out.interrupt["estimate"]["cost_usd"]
+    )
     assert runners["synthesize_data"].calls == 0  # nothing spent before approval
     out = s.resume("approve")
     assert out.interrupt["gate"] == "deploy" and out.interrupt["eval"]["student_accuracy"] == 0.5
@@ -135,8 +185,15 @@ def test_lifecycle_with_both_approval_gates(runs_dir: Path) -> None:
     assert "data:image/png;base64," in html and "Pareto front" in html
     md = (s.run_dir / "report.md").read_text()
     assert "AUTO-SKIPPED" not in md and "| plan | approve | False" in md
-    assert [e["stage"] for e in out.values["ledger"]] == ["servers", "pairs", "plan", "dataset", "model", "eval",
-                                                         "deployment"]
+    assert [e["stage"] for e in out.values["ledger"]] == [
+        "servers",
+        "pairs",
+        "plan",
+        "dataset",
+        "model",
+        "eval",
+        "deployment",
+    ]
     assert list_runs(runs_dir)[0]["status"] == "done"
 
 
@@ -197,9 +254,14 @@ def test_rejected_plan_spends_nothing(runs_dir: Path) -> None:
 
 def test_budget_overrun_attempt_is_refused_to_the_planner(runs_dir: Path) -> None:
     runners = doubles()
-    script = [call("benchmark_servers"), call("score_pairs"), call("make_plan"), call("synthesize_data"),
-              call("train_student", max_steps=900_000),  # a valid call, but far over the $20 budget
-              AIMessage(content="I cannot stay within the budget.")]
+    script = [
+        call("benchmark_servers"),
+        call("score_pairs"),
+        call("make_plan"),
+        call("synthesize_data"),
+        call("train_student", max_steps=900_000),  # a valid call, but far over the $20 budget
+        AIMessage(content="I cannot stay within the budget."),
+    ]
     planner = ScriptedPlanner(script=script, seen=[])
     s = session(runs_dir, runners, planner=planner)
     s.start(REQUEST, auto_approve=True)
@@ -248,14 +310,19 @@ def test_transient_errors_are_retried_by_the_retry_policy(runs_dir: Path) -> Non
 
 
 def test_exhausted_retries_and_permanent_errors_surface_to_the_planner(runs_dir: Path) -> None:
-    runners = doubles(synthesize_data=[ServiceError("down")] * 3,
-                      train_student=[InputError("bad rank"), InputError("bad rank")])
+    runners = doubles(
+        synthesize_data=[ServiceError("down")] * 3,
+        train_student=[InputError("bad rank"), InputError("bad rank")],
+    )
     out = session(runs_dir, runners).start(REQUEST, auto_approve=True)
     msgs = {m.content for m in tool_messages(out) if m.status == "error"}
     assert any("failed after retries: ServiceError: down" in m for m in msgs)
     assert any("train_student failed: bad rank" in m for m in msgs)
     assert out.status == "failed" and "Giving up on train_student" in out.values["messages"][-1].content
-    assert "bad rank" in (s_log := (Path(out.values["run_dir"]) / "agent.log").read_text()) and "Traceback" in s_log
+    assert (
+        "bad rank" in (s_log := (Path(out.values["run_dir"]) / "agent.log").read_text())
+        and "Traceback" in s_log
+    )
 
 
 def test_missing_essential_asks_back_instead_of_guessing(runs_dir: Path) -> None:
@@ -307,11 +374,16 @@ def test_cli_status_and_runs_read_the_checkpoint(runs_dir: Path) -> None:
     assert res.exit_code != 0 and "greater than 0" in str(res.exception)
 
 
-@pytest.mark.parametrize("answer,expected", [
-    ("approve", ("approve", {}, "")), (True, ("approve", {}, "")), ("no", ("reject", {}, "")),
-    ("edit budget_usd=30 clouds=aws", ("edit", {"budget_usd": "30", "clouds": "aws"}, "")),
-    ({"decision": "reject", "note": "x"}, ("reject", {}, "x")),
-])
+@pytest.mark.parametrize(
+    "answer,expected",
+    [
+        ("approve", ("approve", {}, "")),
+        (True, ("approve", {}, "")),
+        ("no", ("reject", {}, "")),
+        ("edit budget_usd=30 clouds=aws", ("edit", {"budget_usd": "30", "clouds": "aws"}, "")),
+        ({"decision": "reject", "note": "x"}, ("reject", {}, "x")),
+    ],
+)
 def test_parse_decision(answer: Any, expected: tuple) -> None:
     assert parse_decision(answer) == expected
 

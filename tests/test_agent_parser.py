@@ -17,23 +17,30 @@ from stratos_agent.request_parser import (
 
 
 def test_demo_request() -> None:
-    spec = parse_request("a model that lists Mahjong winning tiles, under $20, p95 under 300 ms, "
-                         "at least 40% exact match")
+    spec = parse_request(
+        "a model that lists Mahjong winning tiles, under $20, p95 under 300 ms, at least 40% exact match"
+    )
     assert spec.task == "mahjong"
-    assert (spec.constraints.budget_usd, spec.constraints.p95_latency_ms, spec.constraints.min_accuracy) == \
-        (20, 300, 0.4)
+    assert (spec.constraints.budget_usd, spec.constraints.p95_latency_ms, spec.constraints.min_accuracy) == (
+        20,
+        300,
+        0.4,
+    )
     assert spec.constraints.deadline_hours is None  # "under 300 ms" is a latency, not a deadline
 
 
-@pytest.mark.parametrize("text,field,value", [
-    ("GSM8K math, budget 150 USD", "budget_usd", 150),
-    ("gsm8k for $1.5k", "budget_usd", 1500),
-    ("mahjong, $20, latency below 0.5 s", "p95_latency_ms", 500),
-    ("mahjong, $20, accuracy >= 0.8", "min_accuracy", 0.8),
-    ("mahjong, $20, on AWS or GCP", "clouds", ["aws", "gcp"]),
-    ("mahjong, $20, within 2 days", "deadline_hours", 48),
-    ("mahjong, $20, within 90 minutes", "deadline_hours", 1.5),
-])
+@pytest.mark.parametrize(
+    "text,field,value",
+    [
+        ("GSM8K math, budget 150 USD", "budget_usd", 150),
+        ("gsm8k for $1.5k", "budget_usd", 1500),
+        ("mahjong, $20, latency below 0.5 s", "p95_latency_ms", 500),
+        ("mahjong, $20, accuracy >= 0.8", "min_accuracy", 0.8),
+        ("mahjong, $20, on AWS or GCP", "clouds", ["aws", "gcp"]),
+        ("mahjong, $20, within 2 days", "deadline_hours", 48),
+        ("mahjong, $20, within 90 minutes", "deadline_hours", 1.5),
+    ],
+)
 def test_constraints(text: str, field: str, value: object) -> None:
     assert getattr(parse_request(text).constraints, field) == value
 
@@ -55,9 +62,15 @@ def test_missing_and_ambiguous_essentials_are_reported_not_guessed() -> None:
 def test_edits() -> None:
     spec = parse_request("mahjong under $20")
     edited = apply_edits(spec, parse_edits(["budget=$30", "clouds=aws,gcp", "min_accuracy=40%"]))
-    assert (edited.constraints.budget_usd, edited.constraints.clouds, edited.constraints.min_accuracy) == \
-        (30, ["aws", "gcp"], 0.4)
-    assert edits_in_text("make the budget $40 and p95 under 200 ms") == {"budget_usd": 40, "p95_latency_ms": 200}
+    assert (edited.constraints.budget_usd, edited.constraints.clouds, edited.constraints.min_accuracy) == (
+        30,
+        ["aws", "gcp"],
+        0.4,
+    )
+    assert edits_in_text("make the budget $40 and p95 under 200 ms") == {
+        "budget_usd": 40,
+        "p95_latency_ms": 200,
+    }
     with pytest.raises(InputError, match="greater than 0"):
         apply_edits(spec, {"budget_usd": "-3"})
     with pytest.raises(InputError, match="cannot edit 'colour'"):

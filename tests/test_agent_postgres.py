@@ -35,7 +35,6 @@ def postgres_url():
 
 
 def test_run_is_durable_in_postgres(runs_dir: Path, postgres_url: str) -> None:
-    pytest.importorskip("langgraph.checkpoint.postgres", reason="the `postgres` extra is not installed")
     thread = f"pg-{uuid.uuid4().hex[:8]}"
     runners = doubles()
     first = session(runs_dir, runners, thread=thread)

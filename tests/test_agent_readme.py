@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-EXAMPLE = '''
+EXAMPLE = """
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
@@ -29,7 +29,7 @@ with SqliteSaver.from_conn_string("stratos-example.sqlite") as saver:
         print(gate["gate"], gate.get("plan") or gate.get("eval"))
         result = graph.invoke(Command(resume="approve"), config)
     print(result["status"], result["deployment"]["base_url"], result["report"]["html"])
-'''
+"""
 
 
 def readme_example() -> str:
@@ -42,10 +42,15 @@ def readme_example() -> str:
 
 
 @pytest.mark.slow
-def test_readme_python_example_runs(tmp_path: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture) -> None:
-    for key, value in {"STRATOS_LOCAL_SYNTH_N": "400", "STRATOS_LOCAL_TRAIN_MINUTES": "0.3",
-                       "STRATOS_LOCAL_EVAL_N": "8", "STRATOS_LOCAL_PROBE_N": "2"}.items():
+def test_readme_python_example_runs(
+    tmp_path: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    for key, value in {
+        "STRATOS_LOCAL_SYNTH_N": "400",
+        "STRATOS_LOCAL_TRAIN_MINUTES": "0.3",
+        "STRATOS_LOCAL_EVAL_N": "8",
+        "STRATOS_LOCAL_PROBE_N": "2",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     try:

@@ -16,20 +16,40 @@ from stratos_agent.cli.app import app, console
 from stratos_agent.errors import InputError
 
 ThreadArg = Annotated[str, typer.Argument(help="The run's thread id (see `stratos runs`).")]
-CheckpointOpt = Annotated[str | None, typer.Option(
-    "--checkpoint", help="Checkpoint database URL: postgresql://USER:PASS@HOST/DB (needs the `postgres` extra) "
-    "or sqlite:///PATH. Default: SQLite in the run folder (env STRATOS_CHECKPOINT_URL).")]
-PlannerModelOpt = Annotated[str | None, typer.Option(
-    "--planner-model", help="Use an LLM planner: the model name at an OpenAI-compatible endpoint "
-    "(env STRATOS_PLANNER_MODEL). Default: the built-in deterministic rule planner.")]
-PlannerUrlOpt = Annotated[str | None, typer.Option(
-    "--planner-base-url", help="OpenAI-compatible base URL for the planner, e.g. http://127.0.0.1:8000/v1 "
-    "(env OPENAI_BASE_URL; key from OPENAI_API_KEY).")]
+CheckpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        help="Checkpoint database URL: postgresql://USER:PASS@HOST/DB (needs the `postgres` extra) "
+        "or sqlite:///PATH. Default: SQLite in the run folder (env STRATOS_CHECKPOINT_URL).",
+    ),
+]
+PlannerModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--planner-model",
+        help="Use an LLM planner: the model name at an OpenAI-compatible endpoint "
+        "(env STRATOS_PLANNER_MODEL). Default: the built-in deterministic rule planner.",
+    ),
+]
+PlannerUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--planner-base-url",
+        help="OpenAI-compatible base URL for the planner, e.g. http://127.0.0.1:8000/v1 "
+        "(env OPENAI_BASE_URL; key from OPENAI_API_KEY).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object at the end instead of tables.")]
 
 
-def _session(thread: str, checkpoint: str | None = None, planner_model: str | None = None,
-             planner_base_url: str | None = None, quiet: bool = False) -> Any:
+def _session(
+    thread: str,
+    checkpoint: str | None = None,
+    planner_model: str | None = None,
+    planner_base_url: str | None = None,
+    quiet: bool = False,
+) -> Any:
     from stratos_agent.graphs.planners import make_llm_planner
     from stratos_agent.graphs.session import AgentSession
     from stratos_agent.settings import get_settings
@@ -39,8 +59,9 @@ def _session(thread: str, checkpoint: str | None = None, planner_model: str | No
     if model_name:
         llm = make_llm_planner(model_name, planner_base_url)
         kwargs = {"planner": llm, "spec_model": llm}
-    return AgentSession(thread, checkpoint=checkpoint, graph_kwargs=kwargs,
-                        on_event=None if quiet else _print_event)
+    return AgentSession(
+        thread, checkpoint=checkpoint, graph_kwargs=kwargs, on_event=None if quiet else _print_event
+    )
 
 
 def _print_event(node: str, update: dict[str, Any]) -> None:
@@ -75,11 +96,15 @@ def _show_interrupt(payload: dict[str, Any]) -> None:
     console.print(payload.get("question", ""))
     if gate == "plan":
         console.print(f"[bold]plan[/]: {payload.get('plan')}\n[bold]why[/]: {payload.get('why')}")
-        console.print(f"[bold]estimate[/]: {payload.get('estimate')}  [bold]budget[/]: ${payload.get('budget_usd')}")
+        console.print(
+            f"[bold]estimate[/]: {payload.get('estimate')}  [bold]budget[/]: ${payload.get('budget_usd')}"
+        )
         table = Table("plan on the Pareto front", "cost $", "p95 ms", "accuracy", "train h")
         for row in payload.get("pareto", []):
-            table.add_row(row["plan"], *(f"{row.get(k) or 0:.3g}" for k in ("cost_usd", "p95_ms", "accuracy",
-                                                                           "train_hours")))
+            table.add_row(
+                row["plan"],
+                *(f"{row.get(k) or 0:.3g}" for k in ("cost_usd", "p95_ms", "accuracy", "train_hours")),
+            )
         console.print(table)
     else:
         console.print(f"[bold]evaluation[/]: {payload.get('eval')}")
@@ -101,13 +126,19 @@ def _finish(outcome: Any, as_json: bool) -> None:
     else:
         if outcome.interrupt is not None:
             _show_interrupt(outcome.interrupt)
-            verb = "resume THREAD --answer TEXT" if outcome.interrupt.get("gate") == "clarify" else \
-                "approve THREAD [--edit KEY=VALUE] [--reject]"
-            console.print(f"run [bold]{outcome.thread_id}[/] is waiting: `stratos {verb.replace('THREAD', outcome.thread_id)}`")
+            verb = (
+                "resume THREAD --answer TEXT"
+                if outcome.interrupt.get("gate") == "clarify"
+                else "approve THREAD [--edit KEY=VALUE] [--reject]"
+            )
+            command = verb.replace("THREAD", outcome.thread_id)
+            console.print(f"run [bold]{outcome.thread_id}[/] is waiting: `stratos {command}`")
         else:
             console.print(f"run [bold]{outcome.thread_id}[/]: status [bold]{outcome.status}[/]")
             if summary.get("endpoint"):
-                console.print(f"endpoint: {summary['endpoint']['base_url']} model {summary['endpoint']['model']}")
+                console.print(
+                    f"endpoint: {summary['endpoint']['base_url']} model {summary['endpoint']['model']}"
+                )
             if summary.get("report"):
                 console.print(f"report: {summary['report']}")
     if outcome.status == "failed":
@@ -138,13 +169,28 @@ def _load_config(path: Path) -> dict[str, Any]:
 
 @app.command()
 def run(
-    request: Annotated[str | None, typer.Argument(help="What you want, in words: task, budget, latency, ...")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with a DistillationSpec "
-                                                "(or `request:` plus `spec:` overrides).")] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Auto-approve the plan and the deployment "
-                                      "(scripted runs; the report says approvals were skipped).")] = False,
+    request: Annotated[
+        str | None, typer.Argument(help="What you want, in words: task, budget, latency, ...")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="YAML/JSON file with a DistillationSpec (or `request:` plus `spec:` overrides)."
+        ),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            "-y",
+            help="Auto-approve the plan and the deployment "
+            "(scripted runs; the report says approvals were skipped).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
-    thread: Annotated[str | None, typer.Option("--thread", help="Thread id to use (default: generated).")] = None,
+    thread: Annotated[
+        str | None, typer.Option("--thread", help="Thread id to use (default: generated).")
+    ] = None,
     planner_model: PlannerModelOpt = None,
     planner_base_url: PlannerUrlOpt = None,
     checkpoint: CheckpointOpt = None,
@@ -172,8 +218,13 @@ def run(
     if request is None and spec is None:
         raise InputError('give a request (stratos run "...") or --config FILE')
     hint = spec.task if spec else (request or "run").split()[0]
-    session = _session(thread or new_thread_id(hint.split(":")[0]), checkpoint, planner_model,
-                       planner_base_url, quiet=as_json)
+    session = _session(
+        thread or new_thread_id(hint.split(":")[0]),
+        checkpoint,
+        planner_model,
+        planner_base_url,
+        quiet=as_json,
+    )
     if not as_json:
         console.print(f"run [bold]{session.thread_id}[/] in {session.run_dir}")
     outcome = session.start(request=request, spec=spec, auto_approve=yes)
@@ -183,8 +234,10 @@ def run(
 @app.command()
 def resume(
     thread: ThreadArg,
-    answer: Annotated[str | None, typer.Option("--answer", help="Answer to a pending question "
-                                               "(e.g. the budget the request lacked).")] = None,
+    answer: Annotated[
+        str | None,
+        typer.Option("--answer", help="Answer to a pending question (e.g. the budget the request lacked)."),
+    ] = None,
     as_json: JsonOpt = False,
     planner_model: PlannerModelOpt = None,
     planner_base_url: PlannerUrlOpt = None,
@@ -202,22 +255,32 @@ def resume(
 @app.command()
 def approve(
     thread: ThreadArg,
-    edit: Annotated[list[str] | None, typer.Option("--edit", help="Change the spec and re-plan, e.g. "
-                                                   "--edit budget_usd=30 --edit p95_latency_ms=200.")] = None,
-    reject: Annotated[bool, typer.Option("--reject", help="Reject: nothing more is spent or deployed.")] = False,
+    edit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--edit", help="Change the spec and re-plan, e.g. --edit budget_usd=30 --edit p95_latency_ms=200."
+        ),
+    ] = None,
+    reject: Annotated[
+        bool, typer.Option("--reject", help="Reject: nothing more is spent or deployed.")
+    ] = False,
     note: Annotated[str, typer.Option(help="A note stored with the decision.")] = "",
     as_json: JsonOpt = False,
     checkpoint: CheckpointOpt = None,
 ) -> None:
     """Answer the approval gate a run waits at (plan before spending, or deployment).
 
-    Example: `stratos approve THREAD`, `stratos approve THREAD --edit budget_usd=30`, `stratos approve THREAD --reject`
+    Examples: `stratos approve THREAD`, `stratos approve THREAD --edit budget_usd=30`,
+    `stratos approve THREAD --reject`
     """
     from stratos_agent.request_parser import parse_edits
 
     if reject and edit:
         raise InputError("--reject and --edit exclude each other")
-    decision: dict[str, Any] = {"decision": "reject" if reject else "edit" if edit else "approve", "note": note}
+    decision: dict[str, Any] = {
+        "decision": "reject" if reject else "edit" if edit else "approve",
+        "note": note,
+    }
     if edit:
         decision["changes"] = parse_edits(edit)
     session = _session(thread, checkpoint, quiet=as_json)
@@ -250,8 +313,12 @@ def chat(
 
     if thread is None:
         request = Prompt.ask("what should the model do (task, budget, latency)?")
-        session = _session(new_thread_id(request.split()[0] if request.split() else "chat"), checkpoint,
-                           planner_model, planner_base_url)
+        session = _session(
+            new_thread_id(request.split()[0] if request.split() else "chat"),
+            checkpoint,
+            planner_model,
+            planner_base_url,
+        )
         console.print(f"run [bold]{session.thread_id}[/] in {session.run_dir}")
         outcome = session.start(request=request)
     else:
@@ -287,7 +354,9 @@ def _print_status(outcome: Any) -> None:
         table.add_row(stage, "yes" if v.get(stage) is not None else "-")
     console.print(table)
     for gate, approval in (v.get("approvals") or {}).items():
-        console.print(f"approval {gate}: {approval.get('decision')}{' (auto-skipped)' if approval.get('auto') else ''}")
+        console.print(
+            f"approval {gate}: {approval.get('decision')}{' (auto-skipped)' if approval.get('auto') else ''}"
+        )
     spent = sum(e.get("actual_usd") or 0 for e in v.get("ledger") or [])
     budget = ((v.get("spec") or {}).get("constraints") or {}).get("budget_usd")
     console.print(f"spent ${spent:.4f} of {f'${budget:g}' if budget else 'no'} budget")
@@ -330,9 +399,14 @@ def runs(as_json: JsonOpt = False) -> None:
         return
     table = Table("thread", "created", "status", "finished stages", "request")
     for row in rows:
-        table.add_row(row["thread_id"], row.get("created", ""), row.get("status", ""), ", ".join(row.get("done", [])),
-                      (row.get("request") or "")[:60])
-    console.print(table if rows else "no runs yet: start one with `stratos run \"...\"`")
+        table.add_row(
+            row["thread_id"],
+            row.get("created", ""),
+            row.get("status", ""),
+            ", ".join(row.get("done", [])),
+            (row.get("request") or "")[:60],
+        )
+    console.print(table if rows else 'no runs yet: start one with `stratos run "..."`')
 
 
 @app.command()
