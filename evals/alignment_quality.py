@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--train-prompts", type=int, default=160)
     ap.add_argument("--eval-prompts", type=int, default=40)
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--ce-weight", type=float, default=0.0, help="add the LM term to KD (0 = pure KD)")
     ap.add_argument("--threads", type=int, default=1, help="1: more threads than free cores spin and run ~6x slower")
     ap.add_argument("--work-dir", type=Path, default=Path("runs") / "bench" / "alignment-quality")
     ap.add_argument("--out", type=Path, default=RESULTS / "alignment_quality.json")
@@ -125,9 +126,10 @@ def main() -> None:
     arms = {
         "sft": TrainConfig(run_name="sft", method="sft", **common),
         "kd": TrainConfig(run_name="kd", method="distill", teacher_model=TEACHER, distill_mode="logit",
-                          kd_beta=0.0, kd_lmbda=0.0, kd_weight=1.0, ce_weight=0.0, **common),
+                          kd_beta=0.0, kd_lmbda=0.0, kd_weight=1.0, ce_weight=args.ce_weight, **common),
     }
-    students = {name: train(cfg, run_dir=work / name) for name, cfg in arms.items()}
+    kd_dir = "kd" if args.ce_weight == 0 else f"kd-ce{args.ce_weight:g}"
+    students = {name: train(cfg, run_dir=work / (kd_dir if name == "kd" else name)) for name, cfg in arms.items()}
 
     teacher, tokenizer = load_model_and_tokenizer(TEACHER)
     tokenizer.chat_template = CHATML
@@ -139,12 +141,14 @@ def main() -> None:
     kd_log = [r for r in (students["kd"].run_dir / "metrics.csv").read_text().splitlines()[1:3]]
     result = {
         "benchmark": "alignment_quality",
-        "command": f"python evals/alignment_quality.py --steps {args.steps} --train-prompts {args.train_prompts}",
+        "command": f"python evals/alignment_quality.py --steps {args.steps} --train-prompts {args.train_prompts}"
+        + (f" --ce-weight {args.ce_weight:g}" if args.ce_weight else ""),
         "teacher": TEACHER, "student": STUDENT,
         "machine": {"threads": args.threads, "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
                     "note": "2 CPU cores shared with other jobs"},
         "config": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "full_ft": True,
-                   "train_rows": args.train_prompts, "held_out_rows": len(held), "kd": "GKD beta=0 (forward KL)"},
+                   "train_rows": args.train_prompts, "held_out_rows": len(held), "kd": "GKD beta=0 (forward KL)",
+                   "kd_ce_weight": args.ce_weight},
         "held_out": {"student_before": before, **{f"after_{k}": v for k, v in after.items()}},
         "gap_closed": closed,
         "primary_metric": primary,

@@ -225,7 +225,8 @@ class Nodes:
             update["spec"] = spec.model_dump(mode="json")  # a spec object from the Python API -> plain JSON
             if inbox:
                 update["messages"] = [HumanMessage(content=inbox)]
-                changes = edits_in_text(inbox)
+                changes = {**edits_in_text(inbox), **(state.get("inbox_edits") or {})}
+                update["inbox_edits"] = None
                 if changes:
                     replan = self._replan(state, apply_edits(spec, changes), changes, "chat")
                     note = replan.pop("messages_note")

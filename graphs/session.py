@@ -142,6 +142,12 @@ class AgentSession:
             return self._invoke(Command(resume=text))
         return self._invoke({"inbox": text})
 
+    def edit(self, changes: dict[str, Any]) -> RunOutcome:
+        """Change the spec of a stopped run (failed, paused, done) and let it plan again."""
+        self._require()
+        note = ", ".join(f"{k}={v}" for k, v in changes.items())
+        return self._invoke({"inbox": f"edit the spec: {note}", "inbox_edits": changes})
+
     def outcome(self) -> RunOutcome:
         with self.graph() as graph:
             return self._outcome(graph)

@@ -68,6 +68,9 @@ class AgentState(TypedDict, total=False):
     errors: dict[str, int]  # failed attempts per tool, for the planner's bounded retries
     report: dict[str, str] | None  # {"html": path, "markdown": path}
     inbox: str | None  # a chat message not yet read by the intake node
+    inbox_edits: (
+        dict[str, Any] | None
+    )  # spec edits (`stratos approve --edit` on a stopped run), not yet applied
     messages: Annotated[list[AnyMessage], add_messages]
 
 

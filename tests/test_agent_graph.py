@@ -236,9 +236,12 @@ def test_infeasible_plan_asks_for_an_edit(runs_dir: Path) -> None:
 
 def test_infeasible_plan_with_auto_approve_stops_with_the_reason(runs_dir: Path) -> None:
     runners = doubles()
-    out = session(runs_dir, runners).start(REQUEST.replace("$20", "$2"), auto_approve=True)
+    s = session(runs_dir, runners)
+    out = s.start(REQUEST.replace("$20", "$2"), auto_approve=True)
     assert out.status == "failed" and runners["synthesize_data"].calls == 0
     assert "the cheapest plan costs $6" in out.values["messages"][-1].content
+    out = s.edit({"budget_usd": "10"})  # `stratos approve THREAD --edit budget_usd=10` on the stopped run
+    assert out.status == "done" and out.values["spec"]["constraints"]["budget_usd"] == 10
 
 
 def test_rejected_plan_spends_nothing(runs_dir: Path) -> None:

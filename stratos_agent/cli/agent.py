@@ -270,6 +270,8 @@ def approve(
 ) -> None:
     """Answer the approval gate a run waits at (plan before spending, or deployment).
 
+    `--edit` also works on a stopped run (e.g. a `--yes` run that found no feasible plan): it re-plans.
+
     Examples: `stratos approve THREAD`, `stratos approve THREAD --edit budget_usd=30`,
     `stratos approve THREAD --reject`
     """
@@ -285,6 +287,14 @@ def approve(
         decision["changes"] = parse_edits(edit)
     session = _session(thread, checkpoint, quiet=as_json)
     outcome = session.outcome()
+    stopped = outcome.interrupt is None and outcome.status in ("failed", "paused", "done")
+    if edit and stopped:  # e.g. a `--yes` run that found no feasible plan: edit and plan again
+        from stratos_agent.request_parser import apply_edits
+        from stratos_agent.spec import DistillationSpec
+
+        apply_edits(DistillationSpec.model_validate(outcome.values["spec"]), decision["changes"])
+        _finish(_drive(session, session.edit(decision["changes"]), as_json), as_json)
+        return
     if outcome.interrupt is None or outcome.interrupt.get("gate") == "clarify":
         raise InputError(f"run {thread} is not waiting for an approval (status {outcome.status})")
     if edit:  # validate before resuming, so a typo is a clean error and not a re-asked gate
