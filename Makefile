@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stratos-installed
 CLOUD_STAMP := $(CLOUD_VENV)/.stratos-installed
 PIP := $(PY) -m pip install --disable-pip-version-check -q
-DEMO_REQUEST ?= a model that lists Mahjong winning tiles, under \$$20, p95 under 300 ms, at least 40% exact match
+DEMO_REQUEST ?= a model that lists Mahjong winning tiles, under \$$20, p95 under 30 s, 0.1 qps
 PYTEST_ARGS ?=
 
 .PHONY: setup cloud demo test test-fast lint clean
