@@ -7,6 +7,7 @@ lets vLLM, TRL and PEFT use it like any hub checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,13 +82,19 @@ def convert_gguf(gguf: Path, out_dir: Path) -> dict[str, Any]:
 
 
 def gguf_recipe(gguf: Path) -> dict[str, Any]:
-    """What the converted folder depends on: the file (name, size, mtime) and the converter."""
-    stat = gguf.stat()
+    """What the converted folder depends on: the file's content (not its path or mtime, which differ
+    between venvs holding the same package) and the converter."""
+    size = gguf.stat().st_size
+    digest = hashlib.sha256()
+    with gguf.open("rb") as fh:  # head + tail identify the file without reading all of it each call
+        digest.update(fh.read(1 << 20))
+        fh.seek(max(0, size - (1 << 20)))
+        digest.update(fh.read(1 << 20))
     return {
         "kind": "gguf",
         "file": gguf.name,
-        "size": stat.st_size,
-        "mtime": int(stat.st_mtime),
+        "size": size,
+        "sha256_head_tail": digest.hexdigest(),
         "converter": CONVERTER_VERSION,
     }
 
