@@ -10,7 +10,7 @@ from typing import Any
 from stratos_agent.spec import Constraints, DistillationSpec, Traffic
 
 __version__ = "0.1.0"
-__all__ = ["Constraints", "DistillationSpec", "Traffic", "build_graph", "__version__"]
+__all__ = ["Constraints", "DistillationSpec", "Traffic", "__version__", "build_graph"]
 
 _LAZY = {"build_graph": ("stratos_agent.graphs", "build_graph")}
 

@@ -31,7 +31,7 @@ class Settings(BaseModel):
     offline: bool = Field(default=False, description="Never try the network for hub models.")
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         home = _env_path("STRATOS_HOME", Path.home() / ".cache" / "stratos")
         threads = os.environ.get("STRATOS_THREADS")
         key = os.environ.get("OPENAI_API_KEY")
