@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypedDict, runtime_checkable
@@ -140,7 +141,7 @@ def item_rng(seed: int, index: int | str) -> random.Random:
     return random.Random(f"{seed}:{index}")
 
 
-class BaseTaskPack:
+class BaseTaskPack(ABC):
     """Shared implementations; a concrete pack provides the domain-specific methods.
 
     Subclasses implement `sample_item(rng, bucket)`, `render_prompt`, `solver_rationale`,
@@ -154,8 +155,9 @@ class BaseTaskPack:
     difficulty_buckets: tuple[Hashable, ...] = ()
 
     # --- sampling -----------------------------------------------------------------------------
+    @abstractmethod
     def sample_item(self, rng: random.Random, bucket: Hashable | None = None) -> TaskItem:
-        raise NotImplementedError
+        """One item with a known answer, drawn with `rng`, from difficulty `bucket` when given."""
 
     def sample(
         self,
@@ -200,8 +202,9 @@ class BaseTaskPack:
         return sorted(items, key=lambda it: order.get(self.difficulty_bucket(it), len(order)))
 
     # --- prompting ----------------------------------------------------------------------------
+    @abstractmethod
     def render_prompt(self, item: TaskItem) -> str:
-        raise NotImplementedError
+        """The question as the model sees it."""
 
     def chat_messages(self, item: TaskItem, completion: str | None = None) -> list[dict[str, str]]:
         """`[{"role": "user", ...}]`, plus the assistant turn when a completion is given (SFT rows)."""
@@ -219,11 +222,13 @@ class BaseTaskPack:
         return style
 
     # --- grading ------------------------------------------------------------------------------
+    @abstractmethod
     def parse_answer(self, text: str) -> Any | None:
-        raise NotImplementedError
+        """The answer in a model output, or None when it cannot be read without guessing."""
 
+    @abstractmethod
     def verify(self, item: TaskItem, answer: Any) -> bool:
-        raise NotImplementedError
+        """Whether a parsed answer is exactly right."""
 
     def partial_credit(self, item: TaskItem, answer: Any) -> float:
         """Partial credit of a parsed answer in [0, 1]; default all-or-nothing."""
@@ -237,11 +242,13 @@ class BaseTaskPack:
         return Score(exact=self.verify(item, answer), f1=self.partial_credit(item, answer), format_ok=True)
 
     # --- public JSONL -------------------------------------------------------------------------
+    @abstractmethod
     def to_public(self, item: TaskItem) -> dict[str, Any]:
-        raise NotImplementedError
+        """The item as a row of the task's public JSONL format."""
 
+    @abstractmethod
     def from_public(self, row: Any, where: str = "") -> TaskItem:
-        raise NotImplementedError
+        """An item from a public JSONL row; `where` (file:line) names bad input in the error."""
 
     def read_jsonl(self, path: str | Path) -> list[TaskItem]:
         """Read the pack's public JSONL format; any bad line raises InputError naming file:line."""
