@@ -9,7 +9,7 @@ from pathlib import Path
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from stratos_agent.graphs.adapters import default_toolset
-from test_agent_graph import doubles
+from support.doubles import doubles
 
 from stratos_agent import DistillationSpec, build_graph
 

@@ -172,7 +172,7 @@ def test_llm_planner_against_a_real_vllm_server(runs_dir: Path) -> None:
     from stratos_agent.graphs.session import AgentSession
     from stratos_agent.tools import deploy
     from stratos_agent.tools.launch_specs import local_device, vllm_launch
-    from test_agent_graph import doubles
+    from support.doubles import doubles
 
     from stratos_agent.models import local_model_path
 
