@@ -15,19 +15,18 @@ Held-out metric, on teacher answers to unseen questions (teacher-forced, answer 
 - KL(teacher || student) per token; NLL of the teacher's tokens under the student.
 Gap closed = how far the metric moved from the untrained student toward the teacher
 (agreement: (a - a0) / (1 - a0); KL: (kl0 - kl) / kl0; NLL: (nll0 - nll) / (nll0 - nll_teacher)).
-Goal: KD closes >= 1.5x the gap that SFT closes. Saves evals/results/alignment_quality.json.
+Goal: KD closes >= 1.5x the gap that SFT closes. Saves evals/results/alignment_quality.json (or --out).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
+from _common import add_out, add_threads, copy_beside, machine_info, make_parser, save_json
 from stratos_agent.tools.teachers import TransformersTeacher
 from stratos_agent.tools.train import CHATML, train
 
@@ -35,7 +34,6 @@ from stratos_agent.models import load_model_and_tokenizer, local_model_path
 from stratos_agent.records.training import TrainConfig
 from stratos_agent.tasks import get_task_pack
 
-RESULTS = Path(__file__).parent / "results"
 TEACHER, STUDENT = "smollm2-135m", "smollm2-135m-half"
 
 
@@ -97,7 +95,7 @@ def gap_closed(before: dict, after: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = make_parser(__doc__, full=True)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -105,9 +103,9 @@ def main() -> None:
     ap.add_argument("--eval-prompts", type=int, default=40)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--ce-weight", type=float, default=0.0, help="add the LM term to KD (0 = pure KD)")
-    ap.add_argument("--threads", type=int, default=1, help="1: more threads than free cores spin and run ~6x slower")
+    add_threads(ap)
     ap.add_argument("--work-dir", type=Path, default=Path("runs") / "bench" / "alignment-quality")
-    ap.add_argument("--out", type=Path, default=RESULTS / "alignment_quality.json")
+    add_out(ap, "alignment_quality.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t_start, load_start = time.monotonic(), os.getloadavg()
@@ -144,8 +142,8 @@ def main() -> None:
         "command": f"python evals/alignment_quality.py --steps {args.steps} --train-prompts {args.train_prompts}"
         + (f" --ce-weight {args.ce_weight:g}" if args.ce_weight else ""),
         "teacher": TEACHER, "student": STUDENT,
-        "machine": {"threads": args.threads, "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
-                    "note": "2 CPU cores shared with other jobs"},
+        "machine": machine_info(threads=args.threads, loadavg_start=load_start, loadavg_end=os.getloadavg(),
+                                note="2 CPU cores shared with other jobs"),
         "config": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "full_ft": True,
                    "train_rows": args.train_prompts, "held_out_rows": len(held), "kd": "GKD beta=0 (forward KL)",
                    "kd_ce_weight": args.ce_weight},
@@ -160,13 +158,11 @@ def main() -> None:
         "kd_metrics_head": kd_log,
         "total_seconds": round(time.monotonic() - t_start, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     if students["kd"].loss_png:  # KD and CE terms side by side: their scales are visible
-        result["kd_loss_png"] = str(shutil.copy(students["kd"].loss_png, args.out.with_name(args.out.stem + "_kd.png")))
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+        result["kd_loss_png"] = copy_beside(students["kd"].loss_png, args.out, "_kd.png")
     print(json.dumps({k: result[k] for k in ("held_out", "gap_closed", "kd_over_sft_gap_closed",
                                               "goal_kd_closes_50pct_more")}, indent=2))
-    print(f"saved {args.out}")
+    save_json(result, args.out, indent=2)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Why the bundled GGUF is converted once: load time from the GGUF vs from the converted HF folder.
 
-    .venv/bin/python evals/bench_models_load.py [--repeats 3] [--threads 1]
+    .venv/bin/python evals/bench_models_load.py [--repeats 3] [--threads 1] [--out PATH]
 
 A: `from_pretrained(<package dir>, gguf_file=...)` (de-quantises Q4_1 -> fp32 on every load);
 B: `load_model_and_tokenizer("smollm2-135m")` from the converted folder (safetensors, fp32);
@@ -11,24 +11,14 @@ Prints and saves evals/results/bench_models_load.json.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
+from _common import add_out, add_threads, machine_info, make_parser, save_json, timed
 
 from stratos_agent.models import load_model_and_tokenizer, local_model_path
 from stratos_agent.models.bundled import SMOLLM2_GGUF
-
-RESULTS = Path(__file__).parent / "results" / "bench_models_load.json"
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def folder_mb(folder: Path) -> float:
@@ -36,9 +26,10 @@ def folder_mb(folder: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    add_threads(parser)
+    add_out(parser, "bench_models_load.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -51,11 +42,12 @@ def main() -> None:
         AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
 
-    gguf_s = timed(from_gguf)
-    folder_s = statistics.median(timed(lambda: load_model_and_tokenizer("smollm2-135m")) for _ in range(args.repeats))
-    half_s = statistics.median(
-        timed(lambda: load_model_and_tokenizer("smollm2-135m-half")) for _ in range(args.repeats)
-    )
+    def median_load_s(model: str) -> float:
+        return statistics.median(timed(load_model_and_tokenizer, model)[0] for _ in range(args.repeats))
+
+    gguf_s, _ = timed(from_gguf)
+    folder_s = median_load_s("smollm2-135m")
+    half_s = median_load_s("smollm2-135m-half")
     results = {
         "threads": args.threads,
         "gguf_load_s": round(gguf_s, 2),
@@ -65,14 +57,13 @@ def main() -> None:
         "gguf_mb": round(gguf.stat().st_size / 1e6, 1),
         "folder_mb": folder_mb(teacher_dir),
         "half_folder_mb": folder_mb(student_dir),
+        "machine": machine_info(),
     }
     print(f"A  load from GGUF (de-quantise)      {gguf_s:6.2f} s   ({results['gguf_mb']} MB Q4_1)")
     print(f"B  load converted folder (median)    {folder_s:6.2f} s   ({results['folder_mb']} MB fp32)")
     print(f"C  load half student folder (median) {half_s:6.2f} s   ({results['half_folder_mb']} MB fp32)")
     print(f"A/B speed-up: {results['speedup_folder_vs_gguf']}x")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1))
-    print(f"saved {RESULTS}")
+    save_json(results, args.out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ model card). Run: `.venv/bin/python evals/bench_overhead.py --steps 20`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from _common import add_out, add_threads, loadavg_1m, machine_info, make_parser, save_json
 
 
 def _trl_script(data: Path, out: Path, cfg, threads: int) -> float:
@@ -89,38 +88,35 @@ def _trl_script(data: Path, out: Path, cfg, threads: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = make_parser(__doc__)
     ap.add_argument("--steps", type=int, default=40, help="training steps per run (batch 8)")
     ap.add_argument("--n", type=int, default=600, help="synthesised examples (solver mode)")
-    ap.add_argument("--threads", type=int, default=2)
+    add_threads(ap, default=2)
     ap.add_argument("--repeats", type=int, default=2, help="runs per variant (2 = order A B C C B A)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "bench_overhead.json")
+    add_out(ap, "bench_overhead.json")
     args = ap.parse_args()
     os.environ["STRATOS_THREADS"] = str(args.threads)
     os.environ["STRATOS_LOCAL_TRAIN_MINUTES"] = "600"  # no time cap: all three runs do every step
     work = Path(tempfile.mkdtemp(prefix="stratos-overhead-"))
     os.environ["STRATOS_RUNS_DIR"] = str(work / "runs")
 
-    from stratos_agent.graphs.adapters import pack_for, recipe, train_config
     from stratos_agent.graphs.planners import RulePlanner, read_status, rule_decision
     from stratos_agent.graphs.session import AgentSession
-    from stratos_agent.graphs.toolset import ToolContext, TrainStudentArgs
     from stratos_agent.tools.synth import synthesize
-    from stratos_agent.tools.train import train
+    from stratos_agent.tools.train import config_from_plan, train
 
-    from stratos_agent.records.plans import PlanPoint
+    from stratos_agent.records.plans import PairTable, Plan, PlanPoint
+    from stratos_agent.records.servers import ServerSurvey
     from stratos_agent.settings import get_settings
     from stratos_agent.spec import DistillationSpec
-    from stratos_agent.state import dump, initial_state
+    from stratos_agent.state import initial_state
+    from stratos_agent.tasks.recipes import recipe_for
 
     get_settings.cache_clear()
     spec = DistillationSpec(task="mahjong", constraints={"budget_usd": 20})
+    recipe = recipe_for("mahjong")
     dataset = synthesize(
-        pack_for("mahjong", "student"),
-        args.n,
-        work / "data",
-        mode="solver",
-        style=recipe("mahjong")["style"],
+        recipe.pack("mahjong", "student"), args.n, work / "data", mode="solver", style=recipe.style,
         distribution="even",
     )
     point = PlanPoint(
@@ -142,30 +138,24 @@ def main() -> None:
         train_hours=0,
         latency_source="modelled",
     )
-    plan = {
-        "task": "mahjong",
-        "chosen": point.model_dump(mode="json"),
-        "front": [],
-        "feasible": True,
-        "why": "benchmark: fixed local LoRA plan",
-    }
+    plan = Plan(task="mahjong", preference="balanced", chosen=point, front=[point], feasible=True,
+                why="benchmark: fixed local LoRA plan", candidates=1, catalog_date="-", catalog_age_days=0,
+                created="-")
 
     def state(thread: str) -> dict:
-        s = initial_state(
-            thread, str(work / "runs" / thread), spec=spec.model_dump(mode="json"), auto_approve=True
-        )
+        s = initial_state(thread, str(work / "runs" / thread), spec=spec, auto_approve=True)
         s.update(
-            servers={"profiles": []},
-            pairs={"pairs": []},
+            servers=ServerSurvey(),
+            pairs=PairTable(pairs=[]),
             plan=plan,
-            dataset=dump(dataset),
+            dataset=dataset,
             approvals={"plan": {"decision": "approve", "auto": True}},
         )
         return s
 
-    cfg = train_config(
-        ToolContext(state=state("direct"), run_dir=work), TrainStudentArgs(max_steps=args.steps)
-    )
+    # The same config the agent's train_student adapter builds (tools/train.config_from_plan).
+    cfg = config_from_plan(plan, dataset, recipe, run_name="direct", max_steps=args.steps,
+                           save_steps=25, time_limit_s=None)
     print(
         f"config: LoRA r{cfg.lora_r}, {cfg.max_steps} steps, batch {cfg.batch_size}, lr {cfg.learning_rate}",
         flush=True,
@@ -178,8 +168,8 @@ def main() -> None:
             from langchain_core.outputs import ChatGeneration, ChatResult
 
             status = read_status(messages)
-            if status.get("next_tool") == "train_student":
-                status["suggested_args"] = {"max_steps": args.steps}
+            if status.next_tool == "train_student":
+                status.suggested_args = {"max_steps": args.steps}
             return ChatResult(generations=[ChatGeneration(message=rule_decision(status))])
 
     def run_trl(i: int) -> float:
@@ -216,15 +206,14 @@ def main() -> None:
         "threads": args.threads,
         "order": order,
         "seconds": {name: [round(t, 2) for t in values] for name, values in times.items()},
-        "load_avg_1m_end": os.getloadavg()[0],
+        "load_avg_1m_end": loadavg_1m(),
         "graph_over_trl": round(total["graph"] / total["trl_script"], 4),
         "graph_over_tool": round(total["graph"] / total["train_tool"], 4),
         "goal": "graph_over_trl <= 1.03",
         "python": sys.version.split()[0],
+        "machine": machine_info(),
     }
-    print(json.dumps(result, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    save_json(result, args.out, echo=True)
     shutil.rmtree(work, ignore_errors=True)
 
 

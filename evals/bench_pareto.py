@@ -6,17 +6,15 @@
   exact front of the 1M-plan grid: hypervolume ratio in normalised objective space.
 
     .venv/bin/python evals/bench_pareto.py            # prints and saves evals/results/bench_pareto.json
+    .venv/bin/python evals/bench_pareto.py --quick --out /tmp/bench_pareto.json   # seconds: a smoke run
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import add_out, machine_info, make_parser, save_json, timed
 from stratos_agent.tools import pareto
 from stratos_agent.tools.planning import (
     DEFAULT_LORA_RANKS,
@@ -27,17 +25,6 @@ from stratos_agent.tools.planning import (
 )
 
 from stratos_agent.spec import DistillationSpec
-
-RESULTS = Path(__file__).parent / "results" / "bench_pareto.json"
-
-
-def timed(fn, *args, repeat=1):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn(*args)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def plan_set(ctx, spec, n: int, seed: int = 0) -> np.ndarray:
@@ -86,7 +73,9 @@ def baselines(name: str, F: np.ndarray) -> dict:
     return row
 
 
-def nsga_vs_exact(ctx, spec, F_grid: np.ndarray, seed: int) -> dict:
+def nsga_vs_exact(
+    ctx, spec, F_grid: np.ndarray, seed: int, pop_size: int = 200, generations: int = 150
+) -> dict:
     """NSGA-II over the mixed space vs the exact front of the dense grid, same objectives."""
     ranks = np.asarray(DEFAULT_LORA_RANKS)
     allowed = allowed_matrix(ctx.pairs)
@@ -115,8 +104,8 @@ def nsga_vs_exact(ctx, spec, F_grid: np.ndarray, seed: int) -> dict:
         [n_off - 1, n_pairs - 1, 2, len(ranks) - 1, 100_000],
         4,
         integer=np.array([True, True, True, True, True]),
-        pop_size=200,
-        generations=150,
+        pop_size=pop_size,
+        generations=generations,
         seed=seed,
         constraint=constraint,
     )
@@ -130,12 +119,12 @@ def nsga_vs_exact(ctx, spec, F_grid: np.ndarray, seed: int) -> dict:
         "exact_front": len(exact),
         "nsga_front": len(F),
         "nsga_s": round(nsga_s, 2),
-        "pop_size": 200,
-        "generations": 150,
+        "pop_size": pop_size,
+        "generations": generations,
         "hv_exact": round(hv_exact, 5),
         "hv_nsga": round(hv_nsga, 5),
         "hv_ratio": round(hv_nsga / hv_exact, 4),
-        "evaluations": 200 * 150,
+        "evaluations": pop_size * generations,
     }
     print(
         f"NSGA-II: {len(F)} points in {nsga_s:.1f} s ({row['evaluations']:,} evaluations); hypervolume "
@@ -145,41 +134,51 @@ def nsga_vs_exact(ctx, spec, F_grid: np.ndarray, seed: int) -> dict:
     return row
 
 
+def size_name(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k"
+
+
 def main() -> None:
+    parser = make_parser(__doc__)
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke run in seconds: 10k/100k sets, NSGA-II 40x20 on a 100-size grid (not the stored result)",
+    )
+    add_out(parser, "bench_pareto.json")
+    args = parser.parse_args()
+    small, large = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
+    pop_size, generations, grid_sizes = (40, 20, 100) if args.quick else (200, 150, 1000)
+
     spec = DistillationSpec(task="mahjong")
     ctx = prepare(spec, include_local=False)
     rng = np.random.default_rng(0)
     sets = {
-        "plans-100k": plan_set(ctx, spec, 100_000),
-        "plans-1M": plan_set(ctx, spec, 1_000_000),
-        "uniform4d-100k": rng.random((100_000, 4)),
-        "uniform4d-1M": rng.random((1_000_000, 4)),
+        f"plans-{size_name(small)}": plan_set(ctx, spec, small),
+        f"plans-{size_name(large)}": plan_set(ctx, spec, large),
+        f"uniform4d-{size_name(small)}": rng.random((small, 4)),
+        f"uniform4d-{size_name(large)}": rng.random((large, 4)),
     }
     exact = [exact_timings(name, F, repeat=3 if len(F) <= 100_000 else 1) for name, F in sets.items()]
-    base = [baselines(name, sets[name]) for name in ("plans-100k", "uniform4d-100k")]
+    base = [baselines(f"{kind}-{size_name(small)}", sets[f"{kind}-{size_name(small)}"])
+            for kind in ("plans", "uniform4d")]
     # The NSGA-II reference: the grid restricted to allowed, fitting plans (NSGA-II gets the same rule
-    # as a constraint), with data sizes on a 100-step grid over [100, 100000].
+    # as a constraint), with data sizes on a `grid_sizes`-step grid over [100, 100000].
     cands = build_candidates(
-        spec, ctx.inputs, ctx.pairs, ctx.table, data_sizes=np.linspace(100, 100_000, 1000).round().astype(int)
+        spec, ctx.inputs, ctx.pairs, ctx.table,
+        data_sizes=np.linspace(100, 100_000, grid_sizes).round().astype(int),
     )
     ok = np.ones(len(cands), dtype=bool)
     for mask in cands.hw_reasons.values():
         ok &= ~mask
-    nsga = nsga_vs_exact(ctx, spec, cands.F[ok], seed=0)
+    nsga = nsga_vs_exact(ctx, spec, cands.F[ok], seed=0, pop_size=pop_size, generations=generations)
     report = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "loadavg_1m": os.getloadavg()[0],
-        },
+        "machine": machine_info(),
         "goal": "exact < 1 s for 100k plans",
         "exact": exact,
         "baselines": base,
         "nsga2_vs_exact": nsga,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1))
-    print(f"saved {RESULTS}")
+    save_json(report, args.out)
 
 
 if __name__ == "__main__":

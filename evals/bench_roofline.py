@@ -8,23 +8,18 @@ points it was NOT fitted on:
 The same points are also predicted by the uncalibrated CPU defaults (tools/planning.CPU_DEFAULT),
 so the gain from calibration is measured in the same run. Goal: within 20%.
 
-    .venv/bin/python evals/bench_roofline.py [--force]   # saves evals/results/bench_roofline.json
+    .venv/bin/python evals/bench_roofline.py [--force] [--out PATH]   # evals/results/bench_roofline.json
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
+from _common import add_out, loadavg_1m, make_parser, now, save_json
 from stratos_agent.tools import roofline, server_bench
 from stratos_agent.tools.planning import CPU_DEFAULT
 
 from stratos_agent.records.servers import BenchResult
 
-RESULTS = Path(__file__).parent / "results" / "bench_roofline.json"
 MODELS = ("smollm2-135m", "smollm2-135m-half")
 BATCHES = (1, 2, 4, 8, 16)
 THREADS = 1
@@ -86,13 +81,17 @@ def validate(
 
 
 def main() -> None:
-    force = "--force" in sys.argv
+    parser = make_parser(__doc__)
+    parser.add_argument("--force", action="store_true",
+                        help="measure again instead of reusing today's cached measurement")
+    add_out(parser, "bench_roofline.json")
+    args = parser.parse_args()
     results = []
     for model in MODELS:
         print(f"measuring {model} ({THREADS} thread, batches {BATCHES}) ...", flush=True)
         results.append(
             server_bench.bench_model(
-                model, batches=BATCHES, output_tokens=24, requests=3, threads=THREADS, force=force
+                model, batches=BATCHES, output_tokens=24, requests=3, threads=THREADS, force=args.force
             )
         )
     bw, tf = results[0].peak_mem_bw_gbps, results[0].peak_tflops
@@ -120,16 +119,16 @@ def main() -> None:
     )
     report = {
         "machine": results[0].fingerprint.model_dump(),
-        "loadavg_1m": os.getloadavg()[0],
+        "loadavg_1m": loadavg_1m(),
+        "date": now(),
         "peaks": {"mem_bw_gbps": bw, "tflops": tf},
         "goal": "within 20%",
         "measurements": [r.model_dump(mode="json") for r in results],
         "protocols": protocols,
         "gpu": gpu,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1))
-    print(f"GPU: {gpu}\nsaved {RESULTS}")
+    print(f"GPU: {gpu}")
+    save_json(report, args.out)
 
 
 if __name__ == "__main__":

@@ -14,28 +14,25 @@
    fp32, one thread like vLLM's one bound core), alternating request by request with the vLLM student at
    concurrency 1; then one batch of 8 vs 8 concurrent vLLM requests.
 Without `--student`, the untrained half-depth registry student (`smollm2-135m-half`) stands in, and the
-JSON says so. Saves evals/results/bench_serving.json.
+JSON says so. Saves evals/results/bench_serving.json (or --out).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from stratos_agent.tools.deploy import deploy_local, resolve_target, stop
+from _common import add_out, machine_info, make_parser, now, save_json
+from stratos_agent.tools.deploy import deploy_local, stop
+from stratos_agent.tools.serving_state import resolve_target
 
 from stratos_agent.tasks import get_task_pack
 
-RESULTS = Path(__file__).parent / "results"
 LEVELS = (1, 4, 8)
 
 
@@ -132,18 +129,8 @@ def engine_gain(dep: Any, model_path: str, requests: int, tokens: int) -> dict[s
     return out
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--student", default=None, help="Run folder, model folder or registry id of the student.")
     parser.add_argument("--teacher", default="smollm2-135m")
     parser.add_argument("--requests", type=int, default=2,
@@ -151,6 +138,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4,
                         help="Alternating rounds per model and level: short rounds spread background load evenly.")
     parser.add_argument("--tokens", type=int, default=32, help="Output tokens per request.")
+    add_out(parser, "bench_serving.json")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -182,10 +170,10 @@ def main() -> None:
             "c8_vs_batch8_tokens_per_s": round(engine["vllm_c8"]["tokens_per_s"]
                                                / engine["transformers_batch8"]["tokens_per_s"], 2)}
     result = {
-        "benchmark": "bench_serving", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "benchmark": "bench_serving", "date": now(),
         "command": " ".join(["python evals/bench_serving.py", *sys.argv[1:]]),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
-                    "note": "shared 2-core machine: absolute numbers are noisy; ratios come from interleaved rounds"},
+        "machine": machine_info(
+            note="shared 2-core machine: absolute numbers are noisy; ratios come from interleaved rounds"),
         "settings": {"levels": list(LEVELS), "requests_per_round": {lv: max(args.requests, 2 * int(lv[1:]))
                                                                      for lv in levels},
                      "rounds": args.rounds, "output_tokens": args.tokens, "prompts": "Mahjong task items (seed 11)",
@@ -200,11 +188,9 @@ def main() -> None:
         "engine_gain_vllm_over_transformers": gain,
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_serving.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({"student_over_teacher": ratios, "goal_met": result["goal"]["met"],
                       "engine_gain": gain}, indent=1))
-    print(f"saved {RESULTS / 'bench_serving.json'}")
+    save_json(result, args.out)
 
 
 if __name__ == "__main__":

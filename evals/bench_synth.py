@@ -9,20 +9,18 @@ rates are reported beside them. Each timing covers the whole `synthesize` call (
 completions, verification, dedupe, partial log, dataset + card), with the model already loaded.
 When an LLM mode verifies nothing, its rate is reported as the bound (accepted + 1) / time, so the
 speed-up over it is a lower bound, and the seconds per attempted item are given as they are.
-Prints a table and saves `evals/results/bench_synth.json`.
+Prints a table and saves `evals/results/bench_synth.json` (or --out).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_synth.json"
+from _common import add_out, loadavg_1m, machine_info, make_parser, save_json
+
 TARGET_PER_CORE = 2000.0
 TARGET_RATIO = 20.0
 
@@ -48,11 +46,12 @@ def _timed(label: str, fn) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--solver-n", type=int, default=5000)
     parser.add_argument("--llm-n", type=int, default=16, help="items attempted per LLM mode (one batch)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--teacher", default="smollm2-135m")
+    add_out(parser, "bench_synth.json")
     args = parser.parse_args()
 
     import torch
@@ -62,7 +61,7 @@ def main() -> None:
     from stratos_agent.tools.synth import synthesize
     from stratos_agent.tools.teachers import make_teacher
 
-    load = os.getloadavg()[0]
+    load = loadavg_1m()
     with tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
         work = Path(tmp)
         rows = [
@@ -84,9 +83,8 @@ def main() -> None:
     }
     result = {
         "command": "python evals/bench_synth.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-        "machine": {"cpus": os.cpu_count(), "torch_threads": 1, "load_avg_1m_at_start": load,
-                    "python": platform.python_version()},
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
+        "machine": machine_info(cpus=os.cpu_count(), load_avg_1m_at_start=load),
         "teacher": f"transformers:{args.teacher}", "max_new_tokens": args.max_new_tokens,
         "modes": rows, "ratios": ratios,
         "targets": {
@@ -98,9 +96,7 @@ def main() -> None:
         print(f"{name}: {r['ratio']:,.0f}x{' (lower bound)' if r['lower_bound'] else ''}")
     print(f"solver {solver:,.0f} verified/s per core (target {TARGET_PER_CORE:,.0f}); "
           f"load average at start {load:.1f} on {os.cpu_count()} cores")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"saved {RESULTS}")
+    save_json(result, args.out, indent=2)
 
 
 if __name__ == "__main__":

@@ -7,37 +7,20 @@ confirmed by regular-hand shanten) on the SAME hands -> speed ratio. Then items/
 synthesis path on one core: sample (known answer) + prompt + `steps` rationale + self-score.
 With --tokens, also SmolLM2-135M token counts of the prompt in each hand notation and of each
 rationale style (even 0-9 wait mix), using the bundled model's tokenizer.
-Prints and saves evals/results/bench_tasks.json.
+Prints and saves evals/results/bench_tasks.json (or --out).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import random
 import time
-from pathlib import Path
 
-from mahjong.agari import Agari
-from mahjong.shanten import Shanten
+from _common import add_out, machine_info, make_parser, save_json, timed
 
 from stratos_agent.tasks import EVEN, get_task_pack, mahjong_solver
 from stratos_agent.tasks.mahjong import natural_tenpai, noten_hand
-from stratos_agent.tasks.mahjong_solver import winning_tiles
-
-RESULTS = Path(__file__).parent / "results" / "bench_tasks.json"
-
-
-def reference_waits(counts: list[int]) -> list[int]:
-    out = []
-    for t in range(34):
-        if counts[t] < 4:
-            counts[t] += 1
-            if Agari.is_agari(counts) and Shanten.calculate_shanten_for_regular_hand(counts) == -1:
-                out.append(t)
-            counts[t] -= 1
-    return out
+from stratos_agent.tasks.mahjong_solver import reference_winning_tiles, winning_tiles
 
 
 def rate(n: int, seconds: float) -> float:
@@ -80,21 +63,18 @@ def token_counts(n: int) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--n", type=int, default=20_000, help="hands per measurement")
     parser.add_argument("--tokens", action="store_true", help="also count SmolLM2 tokens (loads its tokenizer)")
+    add_out(parser, "bench_tasks.json")
     args = parser.parse_args()
 
     rng = random.Random(0)
     hands = [natural_tenpai(rng) if i % 2 else noten_hand(rng) for i in range(args.n)]
     mahjong_solver._suit_state.cache_clear()  # cold caches: the memo building is part of the cost
     mahjong_solver._decomposable.cache_clear()
-    start = time.perf_counter()
-    ours = [winning_tiles(h) for h in hands]
-    ours_s = time.perf_counter() - start
-    start = time.perf_counter()
-    theirs = [reference_waits(list(h)) for h in hands]
-    theirs_s = time.perf_counter() - start
+    ours_s, ours = timed(lambda: [winning_tiles(h) for h in hands])
+    theirs_s, theirs = timed(lambda: [reference_winning_tiles(h) for h in hands])
     result = {
         "hands": args.n,
         "cpu": os.cpu_count(),
@@ -110,9 +90,8 @@ def main() -> None:
     }
     if args.tokens:
         result["smollm2_tokens"] = token_counts(1000)
-    print(json.dumps(result, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    result["machine"] = machine_info()
+    save_json(result, args.out, indent=2, echo=True)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ Design for a 135M model on 2 shared CPU cores (every token costs ~1 GFLOP of tra
 - compact notation: digits are single SmolLM2 tokens, so a hand is ~16 tokens, not 39 (Unicode);
 - even difficulty mix, same as the hold-out; constant LR after a short warm-up, because the run is
   stopped by wall time (a cosine schedule would need the step count in advance).
-Prints the results and saves JSON to evals/results/mahjong_quality.json.
+Prints the results and saves JSON to evals/results/mahjong_quality.json (or --out).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
+from _common import add_out, add_threads, copy_beside, machine_info, make_parser, save_json
 from stratos_agent.tools.evaluate import baselines, evaluate
 from stratos_agent.tools.synth import synthesize
 from stratos_agent.tools.train import CHATML, checkpoint_model, train
@@ -38,7 +38,6 @@ from transformers import TrainerCallback
 from stratos_agent.records.training import TrainConfig
 from stratos_agent.tasks import get_task_pack
 
-RESULTS = Path(__file__).parent / "results"
 HOLDOUT_SEED = 9_999  # fresh items: a different stream from the training data, then de-duplicated
 
 
@@ -87,7 +86,7 @@ def fresh_training_rows(data_dir: Path, held_keys: set[str], out: Path) -> tuple
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = make_parser(__doc__, full=True)
     ap.add_argument("--minutes", type=float, default=60, help="training wall time (SFT + GRPO)")
     ap.add_argument("--train-n", type=int, default=20_000, help="solver-mode examples to synthesise")
     ap.add_argument("--holdout", type=int, default=500)
@@ -99,9 +98,9 @@ def main() -> None:
     ap.add_argument("--grpo-share", type=float, default=0.0, help="share of --minutes for GRPO after SFT")
     ap.add_argument("--teacher-limit", type=int, default=100, help="hold-out items the slow teacher answers")
     ap.add_argument("--curve-limit", type=int, default=100, help="hold-out items per learning-curve point")
-    ap.add_argument("--threads", type=int, default=1, help="1: more threads than free cores spin and run ~6x slower")
+    add_threads(ap)
     ap.add_argument("--work-dir", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=RESULTS / "mahjong_quality.json")
+    add_out(ap, "mahjong_quality.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t_start = time.monotonic()
@@ -178,9 +177,9 @@ def main() -> None:
         "benchmark": "mahjong_quality",
         "command": f"python evals/mahjong_quality.py --minutes {args.minutes:g} --style {args.style}"
         + ("" if args.full else " --no-full") + (f" --grpo-share {args.grpo_share}" if args.grpo_share else ""),
-        "machine": {"threads": args.threads, "cpu_count": os.cpu_count(), "loadavg_start": load_start,
-                    "loadavg_end": os.getloadavg(),
-                    "note": "2 CPU cores shared with other jobs: throughput varies with contention"},
+        "machine": machine_info(threads=args.threads, cpu_count=os.cpu_count(), loadavg_start=load_start,
+                                loadavg_end=os.getloadavg(),
+                                note="2 CPU cores shared with other jobs: throughput varies with contention"),
         "config": {"minutes": args.minutes, "style": args.style, "full_ft": args.full, "lr": lr,
                    "batch_size": args.batch_size, "synth_n": data.card.n_accepted, "train_rows": n_train,
                    "train_rows_dropped_as_holdout_hands": n_dropped, "grpo_share": args.grpo_share},
@@ -205,17 +204,15 @@ def main() -> None:
         "teacher_exact_match_ci": [teacher.exact_match_ci.low, teacher.exact_match_ci.high],
         "total_seconds": round(time.monotonic() - t_start, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     if sft.loss_png:  # the training curve next to the numbers (the run folder is not versioned)
-        result["loss_png"] = str(shutil.copy(sft.loss_png, args.out.with_name(args.out.stem + "_loss.png")))
-    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        result["loss_png"] = copy_beside(sft.loss_png, args.out, "_loss.png")
     print(json.dumps({k: result[k] for k in ("exact_match", "exact_match_ci", "student_on_teacher_items",
                                               "student_over_teacher_same_items", "student_over_empty_baseline",
                                               "learning_curve", "goals", "examples_seen")}, indent=2))
     print(f"teacher (untrained, n={teacher.n}): {teacher.exact_match:.1%}; "
           + "; ".join(f"{b.name}: {b.exact_match.value:.1%}" for b in base))
     print("per difficulty:", {r.difficulty: round(r.exact_match.value, 3) for r in student.by_difficulty})
-    print(f"saved {args.out}")
+    save_json(result, args.out, indent=2, ensure_ascii=False)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Which half of SmolLM2-135M's 30 blocks makes the best student initialisation?
 
-    .venv/bin/python evals/models_student_init.py [--items 6] [--threads 1]
+    .venv/bin/python evals/models_student_init.py [--items 6] [--threads 1] [--out PATH]
 
 Every rule keeps 15 of the 30 decoder blocks of the converted teacher (no training) and is scored
 on held-out text the block-influence calibration never saw: general prose, and Mahjong chat
@@ -17,14 +17,11 @@ Prints and saves evals/results/models_student_init.json.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
-import time
-from pathlib import Path
 
 import torch
+from _common import add_out, add_threads, machine_info, make_parser, save_json, timed
 
 from stratos_agent.models import load_model_and_tokenizer
 from stratos_agent.models.derived import (
@@ -34,7 +31,6 @@ from stratos_agent.models.derived import (
     most_influential_half,
 )
 
-RESULTS = Path(__file__).parent / "results" / "models_student_init.json"
 PROSE = (
     ("Once upon a time, there was a little girl who lived in a village near the forest. Whenever she went "
     "out, the little girl wore a red riding cloak, so everyone in the village called her Little Red Riding Hood."),
@@ -73,17 +69,16 @@ def score(student, teacher_logits: list[torch.Tensor], encoded: list[torch.Tenso
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--items", type=int, default=6, help="Mahjong chat examples in the held-out set.")
-    parser.add_argument("--threads", type=int, default=1)
+    add_threads(parser)
+    add_out(parser, "models_student_init.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     teacher, tokenizer = load_model_and_tokenizer("smollm2-135m")
     n = teacher.config.num_hidden_layers
-    start = time.perf_counter()
-    influence = block_influence(teacher, tokenizer)
-    bi_seconds = time.perf_counter() - start
+    bi_seconds, influence = timed(block_influence, teacher, tokenizer)
     rules = {
         "every-other": every_other_layer(n),
         "every-other-1": list(range(1, n, 2)),
@@ -92,7 +87,8 @@ def main() -> None:
     }
     results: dict[str, dict] = {"uniform_nll": round(math.log(teacher.config.vocab_size), 3),
                                 "block_influence": [round(x, 4) for x in influence],
-                                "block_influence_seconds": round(bi_seconds, 2), "rules": {}}
+                                "block_influence_seconds": round(bi_seconds, 2), "rules": {},
+                                "machine": machine_info()}
     for domain, texts in held_out_texts(tokenizer, args.items).items():
         encoded = [tokenizer(text, return_tensors="pt").input_ids for text in texts]
         with torch.no_grad():
@@ -110,9 +106,7 @@ def main() -> None:
             r = row[domain]
             print(f"{name:16s} {domain:13s} {r['nll']:7.3f} {r['top1_agreement']:9.3f} {r['kl_teacher_student']:9.3f}")
     print(f"uniform NLL {results['uniform_nll']}; block influence computed in {bi_seconds:.2f} s")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1))
-    print(f"saved {RESULTS}")
+    save_json(results, args.out)
 
 
 if __name__ == "__main__":

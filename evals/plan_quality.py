@@ -21,20 +21,20 @@ minimises the equal-weight sum of linearly normalised objectives over the front 
 floors), so S is a fair but related yardstick. The paper reports >= +22% over single-objective choice.
 
     .venv/bin/python evals/plan_quality.py      # saves evals/results/plan_quality.json
+    .venv/bin/python evals/plan_quality.py --specs 3 --out /tmp/plan_quality.json   # a smoke run
 """
 
 from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import numpy as np
+from _common import add_out, machine_info, make_parser, save_json
 from stratos_agent.tools.planning import choose, evaluate_candidates, front_indices, prepare, screen
 
 from stratos_agent.spec import Constraints, DistillationSpec, Traffic
 
-RESULTS = Path(__file__).parent / "results" / "plan_quality.json"
 WEIGHTS = {"acc": 0.35, "cost": 0.35, "p95": 0.15, "time": 0.15}
 N_SPECS = 50
 
@@ -90,8 +90,12 @@ def biggest_offer(ctx) -> int:
 
 
 def main() -> None:
+    parser = make_parser(__doc__)
+    parser.add_argument("--specs", type=int, default=N_SPECS, help="generated specs to plan (seeded)")
+    add_out(parser, "plan_quality.json")
+    args = parser.parse_args()
     rows = []
-    for i, spec in enumerate(generate_specs(N_SPECS)):
+    for i, spec in enumerate(generate_specs(args.specs)):
         ctx = prepare(spec)
         sc = screen(spec, ctx.inputs, ctx.pairs, ctx.table)
         if not sc.ok.any():
@@ -192,9 +196,7 @@ def main() -> None:
         "paper_claim": ">= +22% deployment score over single-objective selection",
     }
     print(json.dumps(summary, indent=1))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"summary": summary, "specs": rows}, indent=1))
-    print(f"saved {RESULTS}")
+    save_json({"summary": summary, "specs": rows, "machine": machine_info()}, args.out)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,16 @@ def is_postgres(url: str | None) -> bool:
     return bool(url) and url.split("://", 1)[0] in {"postgres", "postgresql", "postgresql+psycopg"}
 
 
+def record_serde() -> Any:
+    """LangGraph's serializer, allowed to revive exactly the state's record classes (and its own safe
+    types): a checkpoint can never make the agent import anything else."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from stratos_agent.state import RECORD_TYPES
+
+    return JsonPlusSerializer(allowed_msgpack_modules=[(c.__module__, c.__name__) for c in RECORD_TYPES])
+
+
 @contextmanager
 def open_checkpointer(run_dir: Path, url: str | None = None) -> Iterator[Any]:
     """A ready LangGraph saver: Postgres for a postgres:// URL, else SQLite (`run_dir/checkpoints.sqlite`)."""
@@ -42,6 +52,7 @@ def open_checkpointer(run_dir: Path, url: str | None = None) -> Iterator[Any]:
 
         try:
             with PostgresSaver.from_conn_string(url.replace("postgresql+psycopg", "postgresql")) as saver:
+                saver.serde = record_serde()
                 saver.setup()
                 yield saver
         except psycopg.OperationalError as exc:
@@ -55,7 +66,7 @@ def open_checkpointer(run_dir: Path, url: str | None = None) -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), check_same_thread=False)
     try:
-        saver = SqliteSaver(conn)
+        saver = SqliteSaver(conn, serde=record_serde())
         saver.setup()
         yield saver
     finally:

@@ -13,7 +13,10 @@ from typing import Any
 from langchain_core.language_models.chat_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import RetryPolicy
-from stratos_agent.graphs.nodes import AgentRuntime, Nodes, is_transient
+from stratos_agent.graphs.execution import ExecutionNodes, is_transient
+from stratos_agent.graphs.gates import GateNodes
+from stratos_agent.graphs.intake import IntakeNode
+from stratos_agent.graphs.nodes import AgentRuntime, PlannerNodes
 from stratos_agent.graphs.planners import GuardedPlanner, RulePlanner
 from stratos_agent.graphs.toolset import Toolset
 
@@ -60,21 +63,21 @@ def build_graph(
         spec_model=spec_model,
         default_runs_dir=lambda: get_settings().runs_dir,
     )
-    nodes = Nodes(runtime)
+    planning, execution, gates = PlannerNodes(runtime), ExecutionNodes(runtime), GateNodes(runtime)
     builder = StateGraph(AgentState)
-    builder.add_node("intake", nodes.intake, destinations=("planner", "intake"))
-    builder.add_node("planner", nodes.planner)
-    builder.add_node("tools", nodes.tools, retry_policy=tool_retry, error_handler=nodes.tools_failed)
+    builder.add_node("intake", IntakeNode(runtime), destinations=("planner", "intake"))
+    builder.add_node("planner", planning.planner)
+    builder.add_node("tools", execution.tools, retry_policy=tool_retry, error_handler=execution.tools_failed)
     builder.add_node(
-        "approve_plan", nodes.approve_plan, destinations=("tools", "planner", "report", "approve_plan")
+        "approve_plan", gates.approve_plan, destinations=("tools", "planner", "report", "approve_plan")
     )
     builder.add_node(
-        "approve_deploy", nodes.approve_deploy, destinations=("tools", "planner", "report", "approve_deploy")
+        "approve_deploy", gates.approve_deploy, destinations=("tools", "planner", "report", "approve_deploy")
     )
-    builder.add_node("report", nodes.report)
+    builder.add_node("report", planning.report)
     builder.add_edge(START, "intake")
     builder.add_conditional_edges(
-        "planner", nodes.route_after_planner, ["tools", "approve_plan", "approve_deploy", "report"]
+        "planner", planning.route_after_planner, ["tools", "approve_plan", "approve_deploy", "report"]
     )
     builder.add_edge("tools", "planner")
     builder.add_edge("report", END)

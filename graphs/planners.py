@@ -1,7 +1,8 @@
 """Planners: the chat models that decide the next tool call.
 
-- `RulePlanner` is the embedded default: a deterministic LangChain chat model that reads the run status
-  the planner node sends (the same message an LLM reads) and emits the same tool calls an LLM would.
+- `rule_decision` is the embedded default: a deterministic policy over the run status (a `RunStatus`
+  object) that emits the same tool calls an LLM would. `RulePlanner` wraps it as a LangChain chat model
+  (it then reads the status message an LLM reads), so the graph is the same with or without an LLM.
 - `GuardedPlanner` wraps any chat model (ChatOpenAI against OpenAI/vLLM/SGLang/Ollama, or a scripted fake
   in tests): an invalid or hallucinated tool call is answered with the validation error and retried a
   bounded number of times; then the rule planner decides that one step, and the fallback is logged.
@@ -19,72 +20,66 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ValidationError
+from stratos_agent.graphs.status import RunStatus
 from stratos_agent.graphs.toolset import Toolset
 
 STATUS_MARKER = "RUN STATUS (JSON):"
 
 
-def status_message(status: dict[str, Any]) -> HumanMessage:
-    """The per-turn status every planner reads (never stored in the conversation)."""
-    return HumanMessage(content=f"{STATUS_MARKER}\n{json.dumps(status, indent=1, default=str)}")
+def status_message(status: RunStatus) -> HumanMessage:
+    """The per-turn status an LLM planner reads (never stored in the conversation)."""
+    return HumanMessage(content=f"{STATUS_MARKER}\n{status.model_dump_json(indent=1)}")
 
 
-def read_status(messages: Sequence[BaseMessage]) -> dict[str, Any]:
+def read_status(messages: Sequence[BaseMessage]) -> RunStatus:
+    """The status back from the message (only a `RulePlanner` invoked as a plain chat model needs this)."""
     for message in reversed(messages):
         text = message.content if isinstance(message.content, str) else ""
         if text.startswith(STATUS_MARKER):
-            return json.loads(text[len(STATUS_MARKER) :])
+            return RunStatus.model_validate_json(text[len(STATUS_MARKER) :])
     raise ValueError("the rule planner needs the run status message; none was sent")
 
 
-def _answer(status: dict[str, Any], question: str) -> str:
+def _answer(status: RunStatus, question: str) -> str:
     """A factual answer to a user's question in chat: what the plan is, why, and what comes next."""
     parts = []
-    if status.get("plan_why"):
-        parts.append(f"Plan: {status.get('plan_label', '')}. Why: {status['plan_why']}")
+    if status.plan_why:
+        parts.append(f"Plan: {status.plan_label}. Why: {status.plan_why}")
     else:
         parts.append("No plan has been made yet.")
-    parts.append(f"Finished stages: {', '.join(status.get('done') or []) or 'none'}.")
-    if status.get("next_tool"):
-        parts.append(f"Next step: {status['next_tool']} {json.dumps(status.get('suggested_args') or {})}.")
-    if status.get("ledger"):
-        parts.append(
-            f"Spent ${status['ledger'].get('spent_usd', 0):.2f} of "
-            f"{status['ledger'].get('budget_usd') or 'no'} budget."
-        )
+    parts.append(f"Finished stages: {', '.join(status.done) or 'none'}.")
+    if status.next_tool:
+        parts.append(f"Next step: {status.next_tool} {json.dumps(status.suggested_args)}.")
+    budget = f"${status.budget_usd:g}" if status.budget_usd else "no"
+    parts.append(f"Spent ${status.spent_usd:.2f} of {budget} budget.")
     return f"(You asked: {question.strip()!r}) " + " ".join(parts)
 
 
-def rule_decision(status: dict[str, Any]) -> AIMessage:
+def rule_decision(status: RunStatus) -> AIMessage:
     """The deterministic policy: the next unfinished stage, bounded retries, stop on budget refusals."""
-    if status.get("pending_question"):
-        return AIMessage(content=_answer(status, status["pending_question"]))
-    if status.get("plan_feasible") is False:
+    if status.pending_question:
+        return AIMessage(content=_answer(status, status.pending_question))
+    if status.plan_feasible is False:
         return AIMessage(
-            content=f"No plan satisfies the constraints: {status.get('plan_why')} "
+            content=f"No plan satisfies the constraints: {status.plan_why} "
             "Edit them to continue (`stratos approve THREAD --edit KEY=VALUE`)."
         )
-    last_error = status.get("last_error") or {}
-    if last_error.get("kind") == "budget":
+    last_error = status.last_error
+    if last_error is not None and last_error.kind == "budget":
         return AIMessage(
-            content=f"Stopping: {last_error.get('message')} Edit the budget to continue "
+            content=f"Stopping: {last_error.message} Edit the budget to continue "
             "(`stratos approve THREAD --edit budget_usd=...`)."
         )
-    tool = status.get("next_tool")
+    tool = status.next_tool
     if not tool:
-        return AIMessage(content=status.get("summary") or "The run is complete.")
-    failures = (status.get("failures") or {}).get(tool, 0)
-    if failures >= status.get("max_retries", 2):
+        return AIMessage(content=status.summary or "The run is complete.")
+    failures = status.failures.get(tool, 0)
+    if failures >= status.max_retries:
         return AIMessage(
             content=f"Giving up on {tool} after {failures} failed attempts: "
-            f"{last_error.get('message', 'see the log')}"
+            f"{last_error.message if last_error else 'see the log'}"
         )
-    call = {
-        "name": tool,
-        "args": status.get("suggested_args") or {},
-        "id": f"call_{uuid.uuid4().hex[:12]}",
-        "type": "tool_call",
-    }
+    call = {"name": tool, "args": status.suggested_args, "id": f"call_{uuid.uuid4().hex[:12]}", "type": "tool_call"}
     return AIMessage(content="", tool_calls=[call])
 
 
@@ -108,7 +103,7 @@ class RulePlanner(BaseChatModel):
         return self  # it only ever calls the graph's own tools, named in the status
 
 
-def validation_problems(message: AIMessage, toolset: Toolset, status: dict[str, Any]) -> list[str]:
+def validation_problems(message: AIMessage, toolset: Toolset, status: RunStatus) -> list[str]:
     """Why a planner reply cannot be executed as is (empty list: it can)."""
     problems = [
         f"could not parse the arguments of {bad.get('name')!r}: {bad.get('error') or bad.get('args')}"
@@ -122,18 +117,18 @@ def validation_problems(message: AIMessage, toolset: Toolset, status: dict[str, 
             toolset[call["name"]].args.model_validate(call.get("args") or {})
         except ValidationError as exc:
             problems.append(f"invalid arguments for {call['name']}: {_short(exc)}")
-    stops_on_budget = (status.get("last_error") or {}).get("kind") == "budget"
+    stops_on_budget = status.last_error is not None and status.last_error.kind == "budget"
     if (
         not message.tool_calls
         and not problems
-        and status.get("next_tool")
-        and not status.get("pending_question")
+        and status.next_tool
+        and not status.pending_question
         and not stops_on_budget
-        and status.get("plan_feasible") is not False
+        and status.plan_feasible is not False
     ):
         problems.append(
             f"you answered without a tool call, but the run is not finished: the next step "
-            f"is {status['next_tool']} (suggested arguments {status.get('suggested_args')})"
+            f"is {status.next_tool} (suggested arguments {status.suggested_args})"
         )
     return problems
 
@@ -155,22 +150,20 @@ class GuardedPlanner:
     model: BaseChatModel
     toolset: Toolset
     max_retries: int = 2
-    fallback: BaseChatModel = field(default_factory=RulePlanner)
 
     def __post_init__(self) -> None:
-        if isinstance(self.model, RulePlanner):
-            self._bound: Any = self.model
-        else:
-            self._bound = self.model.bind_tools(self.toolset.openai_tools())
+        self._bound: Any = self.model.bind_tools(self.toolset.openai_tools())
 
     @property
     def is_rule(self) -> bool:
-        return isinstance(self.model, RulePlanner)
+        """The embedded rule planner decides from the status object; a subclass (a scripted variant)
+        goes through the chat protocol like any other model."""
+        return type(self.model) is RulePlanner
 
-    def decide(self, messages: list[BaseMessage], status: dict[str, Any]) -> PlannerTurn:
-        prompt = [*messages, status_message(status)]
+    def decide(self, messages: list[BaseMessage], status: RunStatus) -> PlannerTurn:
         if self.is_rule:
-            return PlannerTurn(self.model.invoke(prompt))
+            return PlannerTurn(rule_decision(status))
+        prompt = [*messages, status_message(status)]
         errors: list[str] = []
         for attempt in range(self.max_retries + 1):
             try:
@@ -185,7 +178,7 @@ class GuardedPlanner:
                 )
             errors.append(f"attempt {attempt + 1}: " + " | ".join(problems))
             prompt = [*prompt, *_feedback(reply, problems)]
-        fallback = self.fallback.invoke([*messages, status_message(status)])
+        fallback = rule_decision(status)
         event = {
             "kind": "planner_fallback",
             "attempts": len(errors),

@@ -23,7 +23,7 @@ from stratos_agent.graphs.checkpoint import checkpoint_url, is_postgres, open_ch
 from stratos_agent.errors import InputError
 from stratos_agent.settings import get_settings
 from stratos_agent.spec import DistillationSpec
-from stratos_agent.state import STAGES, initial_state
+from stratos_agent.state import initial_state
 
 RUN_INFO = "run.json"
 PID_FILE = "agent.pid"
@@ -48,22 +48,30 @@ class RunOutcome:
     def summary(self) -> dict[str, Any]:
         """The one JSON object `stratos run --json` prints."""
         v = self.values
-        plan = v.get("plan") or {}
-        ev = v.get("eval") or {}
-        dep = v.get("deployment") or {}
+        plan, result, dep = v.get("plan"), v.get("eval"), v.get("deployment")
         return {
             "thread_id": self.thread_id,
             "status": self.status,
             "waiting_for": (self.interrupt or {}).get("gate"),
-            "plan": plan.get("chosen"),
-            "plan_why": plan.get("why"),
-            "student_accuracy": ev.get("student_accuracy"),
-            "teacher_accuracy": ev.get("teacher_accuracy"),
-            "endpoint": {"base_url": dep.get("base_url"), "model": dep.get("model")} if dep else None,
+            "plan": plan.chosen.model_dump(mode="json") if plan and plan.chosen else None,
+            "plan_why": plan.why if plan else None,
+            "student_accuracy": result.student.exact_match if result else None,
+            "teacher_accuracy": result.teacher.exact_match if result and result.teacher else None,
+            "endpoint": {"base_url": dep.base_url, "model": dep.model} if dep else None,
             "report": (v.get("report") or {}).get("html"),
             "approvals_auto_skipped": v.get("auto_approve", False),
             "run_dir": v.get("run_dir"),
         }
+
+    def done(self) -> list[str]:
+        """The finished stages, in lifecycle order."""
+        return [slot for slot in lifecycle_stages() if self.values.get(slot) is not None]
+
+
+def lifecycle_stages() -> tuple[str, ...]:
+    from stratos_agent.graphs.adapters import default_toolset
+
+    return default_toolset().stages()
 
 
 @dataclass
@@ -104,20 +112,18 @@ class AgentSession:
             raise InputError(f"run {self.thread_id} already exists in {self.run_dir}; use `stratos resume`")
         if request is None and spec is None:
             raise InputError("a run needs a request text or a spec")
-        spec_dict = (
-            DistillationSpec.model_validate(spec).model_dump(mode="json") if spec is not None else None
-        )
+        spec_record = DistillationSpec.model_validate(spec) if spec is not None else None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         url = checkpoint_url(self.checkpoint)
         info = {
             "thread_id": self.thread_id,
-            "request": request or (spec_dict or {}).get("request"),
+            "request": request or (spec_record.request if spec_record else None),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "checkpoint": "postgres" if is_postgres(url) else "sqlite",
             "auto_approve": auto_approve,
         }
         (self.run_dir / RUN_INFO).write_text(json.dumps(info, indent=1))
-        state = initial_state(self.thread_id, str(self.run_dir), request or "", spec_dict, auto_approve)
+        state = initial_state(self.thread_id, str(self.run_dir), request or "", spec_record, auto_approve)
         return self._invoke(state)
 
     def resume(self, answer: Any = None) -> RunOutcome:
@@ -199,7 +205,7 @@ def list_runs(runs_dir: Path | None = None) -> list[dict[str, Any]]:
         info = json.loads(info_path.read_text())
         try:
             outcome = AgentSession(info["thread_id"], runs_dir=runs_dir).outcome()
-            info.update(status=outcome.status, done=[s for s in STAGES if outcome.values.get(s) is not None])
+            info.update(status=outcome.status, done=outcome.done())
         except Exception as exc:  # noqa: BLE001 - one unreadable run must not hide the others
             info.update(status=f"unreadable ({type(exc).__name__})", done=[])
         rows.append(info)

@@ -1,9 +1,11 @@
-"""The tools the planner may call: argument schemas, what each needs first, what it produces.
+"""The tools the planner may call: argument schemas, result records, what each needs first.
 
 Each tool is a `ToolSpec`: a pydantic argument schema (bound to the chat model as its tool schema and
-used to validate every call), the state slot it fills, the slots it requires (the order guard), whether
-it spends money (the plan-approval gate comes before the first one), and the adapter that runs it.
-Adapters live in `graphs.adapters`; tests swap in their own `Toolset` to drive the graph fast.
+used to validate every call), the record class of its result and the state slot it fills, the slots it
+requires (the order guard), whether it spends money (the plan-approval gate comes before the first one),
+and the adapter that runs it. The table of specs (graphs/adapters.py) is the one statement of the
+lifecycle: the stage order, what a redone stage makes stale, and the planner prompt's tool list derive
+from it. Tests swap in their own runners to drive the graph fast.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from typing import Any, Literal
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field
 
+from stratos_agent.errors import InputError
+from stratos_agent.records.plans import Plan, PlanPoint
+from stratos_agent.spec import DistillationSpec
 from stratos_agent.state import AgentState
 
 
@@ -77,21 +82,44 @@ class DeployStudentArgs(_Args):
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What an adapter sees: the state (read-only), the run folder, and whether to be small."""
+    """What an adapter sees: the state (read-only) and the run folder, with typed views of the records."""
 
     state: AgentState
     run_dir: Path
 
     @property
-    def spec(self) -> dict[str, Any]:
-        return self.state.get("spec") or {}
+    def spec(self) -> DistillationSpec:
+        spec = self.state.get("spec")
+        if spec is None:
+            raise InputError("the run has no spec yet")
+        return spec
+
+    @property
+    def plan(self) -> Plan | None:
+        return self.state.get("plan")
+
+    @property
+    def chosen(self) -> PlanPoint | None:
+        plan = self.plan
+        return plan.chosen if plan else None
+
+    @property
+    def runs_locally(self) -> bool:
+        return self.chosen is None or self.chosen.is_local
+
+    def need(self, slot: str) -> Any:
+        """A stage record the guard has already checked is there."""
+        value = self.state.get(slot)  # type: ignore[misc]
+        if value is None:
+            raise InputError(f"the run has no {slot} yet")
+        return value
 
 
 @dataclass
 class ToolOutcome:
-    """What an adapter returns: the state slot value and a short summary for the planner."""
+    """What an adapter returns: the stage record and a short summary for the planner."""
 
-    value: dict[str, Any]
+    record: BaseModel
     summary: dict[str, Any]
     note: str = ""
 
@@ -107,7 +135,7 @@ class CostEstimate:
     usd_per_hour: float
 
 
-def _no_cost(ctx: ToolContext, args: Any) -> CostEstimate:
+def no_cost(ctx: ToolContext, args: Any) -> CostEstimate:
     return CostEstimate(0.0, "this machine", 0.0)
 
 
@@ -115,21 +143,29 @@ def _no_cost(ctx: ToolContext, args: Any) -> CostEstimate:
 class ToolSpec:
     name: str
     args: type[_Args]
+    record: type[BaseModel]  # the class every result is validated into
     produces: str  # the state slot it fills
     requires: tuple[str, ...]  # slots that must be filled first
     run: Adapter
-    estimate: Estimator = _no_cost
+    estimate: Estimator = no_cost
     spends: bool = False  # needs the approved plan first
     needs_deploy_approval: bool = False
-    clears: tuple[str, ...] = ()  # later slots made stale when this one is redone
-    # The arguments the rule planner proposes (from the spec/plan); shown to LLM planners too.
+    # The arguments the planner is offered (from the spec/plan); unset arguments of a call get them too.
     suggest: Callable[[ToolContext], dict[str, Any]] | None = None
     # What in the state decides the result besides the arguments (the idempotency key); default: `requires`.
-    key_inputs: Callable[[Any], Any] | None = None
+    key_inputs: Callable[[AgentState], Any] | None = None
 
     @property
     def description(self) -> str:
         return (self.args.__doc__ or self.name).strip()
+
+    def resolve_args(self, ctx: ToolContext, given: dict[str, Any]) -> _Args:
+        """The call's arguments validated, with the suggested value for every one the caller left unset."""
+        args = self.args.model_validate(given)
+        if self.suggest is None:
+            return args
+        unset = {k: v for k, v in self.suggest(ctx).items() if getattr(args, k, None) is None}
+        return args.model_copy(update=unset)
 
 
 @dataclass
@@ -144,6 +180,26 @@ class Toolset:
 
     def names(self) -> list[str]:
         return list(self.specs)
+
+    def stages(self) -> tuple[str, ...]:
+        """The state slots in lifecycle order."""
+        return tuple(spec.produces for spec in self.specs.values())
+
+    def later(self, slot: str) -> tuple[str, ...]:
+        """The slots after `slot`: stale once it is redone."""
+        stages = self.stages()
+        return stages[stages.index(slot) + 1 :]
+
+    def producers(self, slots: list[str]) -> list[str]:
+        return [spec.name for spec in self.specs.values() if spec.produces in slots]
+
+    def lifecycle_text(self) -> str:
+        """The numbered tool list the planner prompt shows."""
+        width = max(len(name) for name in self.specs)
+        return "\n".join(
+            f"{i}. {spec.name:<{width}} - {spec.description.rstrip('.')}"
+            for i, spec in enumerate(self.specs.values(), 1)
+        )
 
     def openai_tools(self) -> list[dict[str, Any]]:
         """Tool schemas as OpenAI function definitions (what `bind_tools` sends to the model)."""

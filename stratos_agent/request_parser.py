@@ -239,13 +239,14 @@ def apply_edits(spec: DistillationSpec, changes: dict[str, Any]) -> Distillation
         raise InputError(f"edit {changes} is not valid: {exc}") from exc
 
 
-def parse_edits(items: list[str]) -> dict[str, str]:
-    """`["budget_usd=30", "clouds=aws,gcp"]` -> dict; a malformed item names itself."""
+def parse_key_values(items: list[str], what: str = "edit", example: str = "budget_usd=30") -> dict[str, str]:
+    """`["budget_usd=30", "clouds=aws,gcp"]` -> dict; a malformed item names itself (`what` says where
+    it came from: an edit, a --task-option, ...)."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise InputError(f"edit {item!r} is not KEY=VALUE (e.g. budget_usd=30)")
+            raise InputError(f"{what} {item!r} is not KEY=VALUE (e.g. {example})")
         out[key.strip()] = value.strip()
     return out
 

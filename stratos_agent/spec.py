@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -52,3 +53,37 @@ class DistillationSpec(BaseModel):
     student: str | None = Field(default=None, description="Force a student (registry id / HF id).")
     data_size: int | None = Field(default=None, gt=0, description="Training examples; None = plan decides.")
     request: str | None = Field(default=None, description="The original natural-language request.")
+
+
+def read_spec_file(path: Path) -> dict[str, Any]:
+    """A YAML/JSON file as a mapping (YAML is a superset of JSON); every problem is an InputError that
+    names the file and line."""
+    import yaml
+
+    from stratos_agent.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"spec file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise InputError(f"{path}:{where} not valid YAML/JSON ({getattr(exc, 'problem', exc)})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of spec fields, got {type(data).__name__}")
+    return data
+
+
+def validated_spec(data: dict[str, Any], where: str) -> DistillationSpec:
+    """`data` as a DistillationSpec; pydantic's errors become one InputError naming `where`."""
+    from pydantic import ValidationError
+
+    from stratos_agent.errors import InputError
+
+    try:
+        return DistillationSpec.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(
+            f"{where}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from exc

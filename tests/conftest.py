@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 
 import pytest
+from support.env import private_settings
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("STRATOS_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# This machine's datasheet for every test, subprocesses included (tools/machine_peaks.py): stream-copy
+# GB/s, fp32 matmul TFLOP/s at 1 thread (measured idle: ~37 GB/s best, ~33 median; ~0.1 TFLOP/s), so
+# that no plan depends on a peak measured under whatever load the day had. Tests of the measurement
+# itself delete it.
+os.environ.setdefault("STRATOS_SERVER_PEAKS", "30,0.1")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -23,13 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def runs_dir(tmp_path, monkeypatch):
     """A private runs directory for the test (the model cache stays shared: converting is slow)."""
-    path = tmp_path / "runs"
-    monkeypatch.setenv("STRATOS_RUNS_DIR", str(path))
-    from stratos_agent.settings import get_settings
-
-    get_settings.cache_clear()
-    yield path
-    get_settings.cache_clear()
+    with private_settings(monkeypatch, runs_dir=tmp_path / "runs"):
+        yield tmp_path / "runs"
 
 
 def build_tiny_llama(folder, *, seed: int = 0):

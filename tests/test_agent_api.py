@@ -23,11 +23,11 @@ def test_python_api_with_a_spec_object_and_interrupts(runs_dir: Path) -> None:
     result = graph.invoke({"spec": spec}, config)
     gate = result["__interrupt__"][0].value
     assert gate["gate"] == "plan" and gate["budget_usd"] == 20
-    assert isinstance(result["spec"], dict)  # stored as JSON, not as a pickled object
+    assert isinstance(result["spec"], DistillationSpec)  # the state holds typed records
     result = graph.invoke(Command(resume="approve"), config)
     assert result["__interrupt__"][0].value["gate"] == "deploy"
     result = graph.invoke(Command(resume="approve"), config)
-    assert result["status"] == "done" and result["deployment"]["base_url"].startswith("http://")
+    assert result["status"] == "done" and result["deployment"].base_url.startswith("http://")
     assert result["run_dir"] == str(runs_dir / "api-1")  # default run folder: runs dir / thread id
 
 
@@ -57,3 +57,21 @@ def test_langgraph_json_points_at_an_importable_graph_factory() -> None:
         graph.get_graph().nodes
     )
     assert json.loads((ROOT / "langgraph.json").read_text())["dependencies"] == ["."]
+
+
+def test_checkpoints_revive_the_state_records_and_nothing_else() -> None:
+    """The savers' serializer turns stored records back into their classes, and only the state's own
+    record classes: anything else stays plain data (a checkpoint cannot make the agent build objects)."""
+    from pydantic import BaseModel
+    from stratos_agent.graphs.checkpoint import record_serde
+    from support.doubles import dataset, plan_for_budget
+
+    class Stranger(BaseModel):
+        x: int = 1
+
+    serde = record_serde()
+    plan = plan_for_budget(type("Ctx", (), {"spec": DistillationSpec(task="mahjong", constraints={"budget_usd": 20})}))
+    back = serde.loads_typed(serde.dumps_typed({"plan": plan, "dataset": dataset(), "other": Stranger()}))
+    assert back["plan"] == plan and type(back["plan"].chosen).__name__ == "PlanPoint"
+    assert back["dataset"] == dataset()
+    assert back["other"] == {"x": 1}

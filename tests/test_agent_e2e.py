@@ -170,8 +170,8 @@ def test_llm_planner_against_a_real_vllm_server(runs_dir: Path) -> None:
     from stratos_agent.graphs.adapters import default_toolset
     from stratos_agent.graphs.planners import make_llm_planner
     from stratos_agent.graphs.session import AgentSession
-    from stratos_agent.tools import deploy
-    from stratos_agent.tools.launch_specs import local_device, vllm_launch
+    from stratos_agent.tools import deploy, server_process
+    from stratos_agent.tools.engine_launch import local_device, vllm_launch
     from support.doubles import doubles
 
     from stratos_agent.models import local_model_path
@@ -189,10 +189,10 @@ def test_llm_planner_against_a_real_vllm_server(runs_dir: Path) -> None:
         update={"argv": [*launch.argv, "--enable-auto-tool-choice", "--tool-call-parser", "hermes"]}
     )
     state_dir = runs_dir / "planner-server"
-    proc, started = deploy.start_server(launch, state_dir, None)
+    proc, started = server_process.start_server(launch, state_dir, None)
     try:
-        url = deploy.base_url("127.0.0.1", port)
-        deploy.wait_ready(proc, started, url, "planner", None, state_dir / "server.log", 900)
+        url = server_process.base_url("127.0.0.1", port)
+        server_process.wait_ready(proc, started, url, "planner", None, state_dir / "server.log", 900)
         llm = make_llm_planner("planner", url, api_key="none", timeout_s=300)
         runners = doubles()
         session = AgentSession(
@@ -209,4 +209,4 @@ def test_llm_planner_against_a_real_vllm_server(runs_dir: Path) -> None:
         log = (state_dir / "server.log").read_text()
         assert log.count("/v1/chat/completions") >= 8  # the planner really asked the model, every turn
     finally:
-        deploy.stop_group(proc.pid, started)
+        server_process.stop_group(proc.pid, started)

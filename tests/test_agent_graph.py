@@ -18,11 +18,12 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.types import RetryPolicy
 from stratos_agent.graphs.adapters import default_toolset
-from stratos_agent.graphs.nodes import is_transient, parse_decision
+from stratos_agent.graphs.execution import is_transient
+from stratos_agent.graphs.gates import parse_decision
 from stratos_agent.graphs.session import AgentSession, list_runs
+from support.doubles import StageDouble, doubles
 
 from stratos_agent.errors import InputError, ServiceError
-from support.doubles import StageDouble, doubles
 
 REQUEST = "a model that lists Mahjong winning tiles, under $20, p95 under 300 ms"
 
@@ -124,7 +125,7 @@ def test_edit_at_plan_gate_replans_and_reuses_unchanged_stages(runs_dir: Path) -
     assert edited and edited[0].status == "error"  # the pending call was answered, not silently dropped
     out = s.resume("approve")
     out = s.resume("approve")
-    assert out.status == "done" and out.values["spec"]["constraints"]["budget_usd"] == 50
+    assert out.status == "done" and out.values["spec"].constraints.budget_usd == 50
 
 
 def test_infeasible_plan_asks_for_an_edit(runs_dir: Path) -> None:
@@ -148,7 +149,7 @@ def test_infeasible_plan_with_auto_approve_stops_with_the_reason(runs_dir: Path)
     assert out.status == "failed" and runners["synthesize_data"].calls == 0
     assert "the cheapest plan costs $6" in out.values["messages"][-1].content
     out = s.edit({"budget_usd": "10"})  # `stratos approve THREAD --edit budget_usd=10` on the stopped run
-    assert out.status == "done" and out.values["spec"]["constraints"]["budget_usd"] == 10
+    assert out.status == "done" and out.values["spec"].constraints.budget_usd == 10
 
 
 def test_rejected_plan_spends_nothing(runs_dir: Path) -> None:
@@ -240,7 +241,7 @@ def test_missing_essential_asks_back_instead_of_guessing(runs_dir: Path) -> None
     out = s.start("a model that lists Mahjong winning tiles, p95 under 300 ms")
     assert out.status == "needs_input" and out.interrupt["missing"] == ["budget_usd"]
     out = s.resume("the budget is $25")
-    assert out.values["spec"]["constraints"]["budget_usd"] == 25 and out.interrupt["gate"] == "plan"
+    assert out.values["spec"].constraints.budget_usd == 25 and out.interrupt["gate"] == "plan"
 
 
 def test_finished_stages_are_reused_after_a_lost_process(runs_dir: Path) -> None:
@@ -263,7 +264,7 @@ def test_chat_question_and_constraint_change(runs_dir: Path) -> None:
     out = s.send("why did you pick this plan?")
     assert "cheapest point under $20" in out.values["messages"][-1].content
     out = s.send("make the budget $40")
-    assert out.values["spec"]["constraints"]["budget_usd"] == 40 and out.status == "done"
+    assert out.values["spec"].constraints.budget_usd == 40 and out.status == "done"
     assert runners["make_plan"].calls == 2
     assert runners["synthesize_data"].calls == 1  # same data args and task: the finished stage is reused
 

@@ -11,7 +11,7 @@ from stratos_agent.request_parser import (
     analyse_request,
     apply_edits,
     edits_in_text,
-    parse_edits,
+    parse_key_values,
     parse_request,
 )
 
@@ -61,7 +61,7 @@ def test_missing_and_ambiguous_essentials_are_reported_not_guessed() -> None:
 
 def test_edits() -> None:
     spec = parse_request("mahjong under $20")
-    edited = apply_edits(spec, parse_edits(["budget=$30", "clouds=aws,gcp", "min_accuracy=40%"]))
+    edited = apply_edits(spec, parse_key_values(["budget=$30", "clouds=aws,gcp", "min_accuracy=40%"]))
     assert (edited.constraints.budget_usd, edited.constraints.clouds, edited.constraints.min_accuracy) == (
         30,
         ["aws", "gcp"],
@@ -76,7 +76,7 @@ def test_edits() -> None:
     with pytest.raises(InputError, match="cannot edit 'colour'"):
         apply_edits(spec, {"colour": "red"})
     with pytest.raises(InputError, match="KEY=VALUE"):
-        parse_edits(["budget"])
+        parse_key_values(["budget"])
 
 
 def test_ledger_refuses_what_would_exceed_the_budget() -> None:

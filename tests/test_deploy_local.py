@@ -11,7 +11,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from stratos_agent.tools import deploy
+from stratos_agent.tools import deploy, server_process, serving_state
+from support.env import private_settings
 
 from stratos_agent.errors import InputError, ResourceError
 from stratos_agent.records.deployment import LaunchSpec
@@ -21,11 +22,8 @@ from stratos_agent.settings import get_settings
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """Serving state (index, pid files, logs) in a private STRATOS_HOME."""
-    monkeypatch.setenv("STRATOS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("STRATOS_RUNS_DIR", str(tmp_path / "runs"))
-    get_settings.cache_clear()
-    yield tmp_path / "home"
-    get_settings.cache_clear()
+    with private_settings(monkeypatch, home=tmp_path / "home", runs_dir=tmp_path / "runs"):
+        yield tmp_path / "home"
 
 
 def free_port() -> int:
@@ -62,21 +60,21 @@ def test_server_gets_key_by_env_only_and_whole_group_stops(home, tmp_path):
              "print('server up', flush=True); time.sleep(60)")
     launch = LaunchSpec(engine="vllm", device="cpu", argv=[sys.executable, "-c", child], model_path=str(tmp_path),
                         served_model_name="m", host="127.0.0.1", port=1, max_model_len=16)
-    proc, started = deploy.start_server(launch, tmp_path / "state", key)
+    proc, started = server_process.start_server(launch, tmp_path / "state", key)
     try:
         leader = psutil.Process(proc.pid)
         assert leader.environ()["VLLM_API_KEY"] == key
         assert key not in " ".join(leader.cmdline())
         deadline = time.monotonic() + 20
-        while len(deploy.group_members(proc.pid, started)) < 2 and time.monotonic() < deadline:
+        while len(server_process.group_members(proc.pid, started)) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        members = deploy.group_members(proc.pid, started)
+        members = server_process.group_members(proc.pid, started)
         assert len(members) == 2 and os.getpgid(proc.pid) == proc.pid  # own session, grandchild in the group
     finally:
-        assert deploy.stop_group(proc.pid, started, grace_s=5) == 2
+        assert server_process.stop_group(proc.pid, started, grace_s=5) == 2
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in members)
     assert files_containing(tmp_path, key) == []
-    assert "server up" in (tmp_path / "state" / deploy.LOG_FILE).read_text()
+    assert "server up" in (tmp_path / "state" / server_process.LOG_FILE).read_text()
 
 
 def test_record_never_dumps_a_generated_key():
@@ -97,13 +95,13 @@ def test_resolve_run_folder_reads_the_student_record(home, tmp_path):
     run = get_settings().runs_dir / "r1"
     model_folder(run / "train" / "merged")
     (run / "student.json").write_text(json.dumps({"model_dir": "train/merged", "config": {"task": "gsm8k"}}))
-    target = deploy.resolve_target("r1")  # a run name under the runs dir
+    target = serving_state.resolve_target("r1")  # a run name under the runs dir
     assert (target.source, target.name, target.task) == ("run", "r1", "gsm8k")
     assert target.model_path == (run / "train" / "merged").resolve()
     assert target.state_root == run.resolve() / "serve"
     (tmp_path / "empty-run").mkdir()
     with pytest.raises(InputError, match="neither a model folder"):
-        deploy.resolve_target(tmp_path / "empty-run")
+        serving_state.resolve_target(tmp_path / "empty-run")
 
 
 def test_stop_needs_a_name_or_all_and_knows_names(home):
@@ -115,9 +113,10 @@ def test_stop_needs_a_name_or_all_and_knows_names(home):
 
 
 def test_non_loopback_host_must_be_an_address():
-    assert deploy.is_loopback("127.0.0.1") and deploy.is_loopback("localhost") and not deploy.is_loopback("0.0.0.0")
+    assert server_process.is_loopback("127.0.0.1") and server_process.is_loopback("localhost")
+    assert not server_process.is_loopback("0.0.0.0")
     with pytest.raises(InputError, match="not an IP address"):
-        deploy.is_loopback("example.com")
+        server_process.is_loopback("example.com")
 
 
 @pytest.mark.slow
@@ -137,7 +136,7 @@ def test_real_vllm_endpoint_lifecycle(tmp_path, monkeypatch):
         dep = deploy.deploy_local(model, host="0.0.0.0", port=port, name="student", timeout_s=900)
         key = dep.generated_api_key
         assert key and dep.api_key_required and dep.smoke is not None and dep.smoke.ok, dep.smoke
-        pids |= {p.pid for p in deploy.group_members(dep.pid, dep.process_started)}
+        pids |= {p.pid for p in server_process.group_members(dep.pid, dep.process_started)}
         client = OpenAI(base_url=dep.base_url, api_key=key)
         out = client.chat.completions.create(model=dep.model, max_tokens=8, temperature=0,
                                              messages=[{"role": "user", "content": "Say hi."}])
@@ -155,7 +154,7 @@ def test_real_vllm_endpoint_lifecycle(tmp_path, monkeypatch):
         redo = deploy.deploy_local(model, host="0.0.0.0", port=port, name="student", api_key=key, timeout_s=900)
         assert redo.restarted and redo.pid != dep.pid and redo.smoke.ok
         assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        pids |= {p.pid for p in deploy.group_members(redo.pid, redo.process_started)}
+        pids |= {p.pid for p in server_process.group_members(redo.pid, redo.process_started)}
         assert [d.name for d, alive in deploy.endpoints() if alive] == ["student"]
     finally:
         stopped = deploy.stop(all=True)

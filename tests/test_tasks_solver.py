@@ -7,8 +7,6 @@ from functools import cache
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mahjong.agari import Agari
-from mahjong.shanten import Shanten
 
 from stratos_agent.tasks import mahjong_solver as solver
 from stratos_agent.tasks.mahjong import natural_tenpai, noten_hand, random_complete_hand, shaped_tenpai
@@ -182,21 +180,6 @@ def test_nine_waits_only_nine_gates():
 
 
 # --- cross-check against the `mahjong` package -------------------------------------------------
-def _reference_waits(counts: list[int]) -> list[int]:
-    """Winning tiles per the `mahjong` package, regular hands only (no seven pairs / thirteen orphans).
-
-    Agari.is_agari also accepts seven pairs and thirteen orphans, so each hit is confirmed with the
-    regular-hand shanten (-1 = complete as 4 melds + pair)."""
-    out = []
-    for t in range(34):
-        if counts[t] < 4:
-            counts[t] += 1
-            if Agari.is_agari(counts) and Shanten.calculate_shanten_for_regular_hand(counts) == -1:
-                out.append(t)
-            counts[t] -= 1
-    return out
-
-
 @cache
 def _cross_check_hands() -> list[list[int]]:
     rng = random.Random(20261128)
@@ -207,10 +190,20 @@ def _cross_check_hands() -> list[list[int]]:
     return out
 
 
+def test_reference_oracle_keeps_our_rules_and_its_input():
+    """The `mahjong`-package oracle drops seven pairs / thirteen orphans and leaves `counts` as given."""
+    for text, expected in [("1112345678999m", "123456789m"), ("11m22p33s44z5566z7z", ""),
+                           ("19m19p19s1234567z", ""), ("1111234m456p789s", "4m")]:
+        counts = to_counts(parse_compact(text))
+        before = list(counts)
+        assert format_compact(solver.reference_winning_tiles(counts)) == expected, text
+        assert counts == before
+
+
 def test_solver_agrees_with_mahjong_package_on_10k_hands():
     hands_ = _cross_check_hands()
     assert len(hands_) >= 10_000
-    disagreements = [(h, solver.winning_tiles(h), _reference_waits(list(h))) for h in hands_]
+    disagreements = [(h, solver.winning_tiles(h), solver.reference_winning_tiles(h)) for h in hands_]
     disagreements = [d for d in disagreements if d[1] != d[2]]
     assert not disagreements, disagreements[:3]
     n_waits = {len(solver.winning_tiles(h)) for h in hands_}

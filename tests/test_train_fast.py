@@ -206,3 +206,25 @@ def test_stratos_train_reports_bad_options_in_one_line(tmp_path):
     done = subprocess.run([stratos, "train", "--data", str(tmp_path), "--run-name", "x", "--method", "bogus"],
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 2 and "--method" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_stratos_train_config_file_trains_exactly_that_config(tiny_llama, mahjong_data, tmp_path, runs_dir):
+    """`stratos train --config` (what a cloud training task runs) reads a TrainConfig file; --run-name and
+    --data override only those two fields; a missing file is one clean error."""
+    import subprocess
+    import sys
+
+    stratos = str(Path(sys.executable).parent / "stratos")
+    saved = config(tiny_llama, tmp_path / "elsewhere.jsonl", max_steps=2, lora_r=4, lora_alpha=8)
+    path = tmp_path / "train_config.json"
+    path.write_text(saved.model_dump_json())
+    done = subprocess.run([stratos, "train", "--config", str(path), "--run-name", "from-file", "--data",
+                           str(mahjong_data)], capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    student = json.loads((runs_dir / "from-file" / "student.json").read_text())
+    ran = TrainConfig.model_validate(student["config"])
+    assert ran.run_name == "from-file" and ran.data == mahjong_data
+    assert ran.max_steps == 2 and ran.lora_r == 4 and student["global_step"] == 2
+    missing = subprocess.run([stratos, "train", "--config", str(tmp_path / "nope.json")], capture_output=True,
+                             text=True, timeout=300, check=False)
+    assert missing.returncode != 0 and "does not" in missing.stderr and "Traceback" not in missing.stderr

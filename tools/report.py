@@ -1,6 +1,6 @@
 """Run report: one self-contained HTML page (plots embedded as PNG data URIs) plus a Markdown twin.
 
-Input is the run's state as plain JSON (the graph's state values): request and spec, Pareto front and
+Input is the run's records by slot name (the graph's state values): request and spec, Pareto front and
 chosen plan with its reason, pair table, data card, loss curves, student vs teacher accuracy by
 difficulty, latency, cost ledger vs budget, endpoint, approvals (and whether `--yes` skipped them).
 A tool: it knows nothing of LangGraph and can be called from a notebook on any saved state.
@@ -9,9 +9,7 @@ A tool: it knows nothing of LangGraph and can be called from a notebook on any s
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -19,169 +17,40 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stratos_agent.tools.planning import front_png
+from stratos_agent.tools.report_plots import accuracy_png, ledger_png, loss_png
+
+from stratos_agent.records.data import DatasetRef
+from stratos_agent.records.deployment import Deployment
+from stratos_agent.records.evaluation import Comparison
+from stratos_agent.records.plans import PairTable, Plan, PlanPoint
+from stratos_agent.records.servers import ServerProfile, ServerSurvey
+from stratos_agent.records.training import StudentModel
+from stratos_agent.spec import DistillationSpec
+
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
-
-
-# ----------------------------------------------------------------------------- plots
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def pareto_png(plan: Mapping[str, Any]) -> bytes | None:
-    """Accuracy vs cost (or vs training hours when every plan costs the same, e.g. only this machine),
-    coloured by p95; the catalog-wide front in grey when the plan was restricted to executable servers."""
-    front = plan.get("front") or []
-    wide = (plan.get("catalog_plan") or {}).get("front") or []
-    if not front and not wide:
-        return None
-    points = front + wide
-    by_cost = len({round(p.get("cost_usd") or 0, 6) for p in points}) > 1
-    key, label = (
-        ("cost_usd", "total cost ($, training + serving)")
-        if by_cost
-        else ("train_hours", "training hours (every plan costs the same)")
-    )
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if wide:
-        ax.scatter(
-            [p.get(key, 0) for p in wide],
-            [p.get("accuracy", 0) for p in wide],
-            c="lightgrey",
-            s=30,
-            label="whole catalog",
-        )
-    if front:
-        sc = ax.scatter(
-            [p.get(key, 0) for p in front],
-            [p.get("accuracy", 0) for p in front],
-            c=[p.get("p95_ms", 0) for p in front],
-            cmap="viridis",
-            s=40,
-            label="Pareto front",
-        )
-        fig.colorbar(sc, ax=ax, label="p95 latency (ms)")
-    point = plan.get("chosen")
-    if point:
-        ax.scatter(
-            [point.get(key, 0)], [point.get("accuracy", 0)], marker="*", s=260, c="red", label="chosen"
-        )
-    ax.set_xlabel(label)
-    ax.set_ylabel("expected accuracy")
-    if max(p.get(key, 0) or 0 for p in points) > 10:
-        ax.set_xscale("symlog", linthresh=1.0)  # costs span decades: $0 local to $10k+ clusters
-    ax.set_title("Pareto front")
-    ax.legend(loc="lower right")
-    return _png(fig)
-
-
-def _read_curve(path: str | None) -> dict[str, list[tuple[float, float]]]:
-    """Columns of a metrics CSV (step + any *loss* columns) as (step, value) series."""
-    if not path or not Path(path).is_file():
-        return {}
-    series: dict[str, list[tuple[float, float]]] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            step = row.get("step") or row.get("global_step")
-            if step in (None, ""):
-                continue
-            for key, value in row.items():
-                if key and "loss" in key and value not in (None, ""):
-                    try:
-                        series.setdefault(key, []).append((float(step), float(value)))
-                    except ValueError:
-                        continue
-    return series
-
-
-def loss_png(model: Mapping[str, Any]) -> bytes | None:
-    series = _read_curve(model.get("metrics_csv"))
-    if not series:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, points in series.items():
-        ax.plot([p[0] for p in points], [p[1] for p in points], label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("Training loss")
-    ax.legend()
-    return _png(fig)
-
-
-def accuracy_png(ev: Mapping[str, Any]) -> bytes | None:
-    rows = difficulty_rows(ev)
-    if not rows:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    xs = range(len(rows))
-    width = 0.4
-    ax.bar([x - width / 2 for x in xs], [r["teacher"] or 0 for r in rows], width, label="teacher")
-    ax.bar([x + width / 2 for x in xs], [r["student"] or 0 for r in rows], width, label="student")
-    ax.set_xticks(list(xs), [r["difficulty"] for r in rows])
-    ax.set_xlabel("difficulty")
-    ax.set_ylabel("exact match")
-    ax.set_ylim(0, 1)
-    ax.set_title("Teacher vs student by difficulty")
-    ax.legend()
-    return _png(fig)
-
-
-def ledger_png(ledger: Sequence[Mapping[str, Any]], budget: float | None) -> bytes | None:
-    if not ledger:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3))
-    stages = [e.get("stage", "?") for e in ledger]
-    est = [e.get("estimated_usd") or 0 for e in ledger]
-    act = [e.get("actual_usd") or 0 for e in ledger]
-    ys = range(len(stages))
-    ax.barh([y - 0.2 for y in ys], est, 0.4, label="estimated")
-    ax.barh([y + 0.2 for y in ys], act, 0.4, label="actual")
-    ax.set_yticks(list(ys), stages)
-    if budget:
-        ax.axvline(budget, color="red", linestyle="--", label=f"budget ${budget:g}")
-    ax.set_xlabel("$")
-    ax.set_title("Cost ledger vs budget")
-    ax.legend()
-    return _png(fig)
+FRONT_COLUMNS = ("server", "gpu", "student", "teacher", "strategy", "lora_rank", "data_size", "cost_usd", "p95_ms",
+                 "accuracy", "train_hours")
+MEASURED_COLUMNS = ("model", "backend", "prompt_tokens", "output_tokens", "p50_ms", "p95_ms", "ttft_ms")
+CARD_FIELDS = ("task", "mode", "seed", "teacher", "n_requested", "n_accepted", "attempted", "rejections",
+               "split_counts", "fingerprint")
 
 
 # ----------------------------------------------------------------------------- tables
-def difficulty_rows(ev: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """[{difficulty, student, teacher, n}] from an eval report's per-difficulty breakdowns."""
-    student = ev.get("student_by_difficulty") or ev.get("by_difficulty") or {}
-    teacher = ev.get("teacher_by_difficulty") or {}
-    keys = sorted(set(student) | set(teacher), key=lambda k: (len(str(k)), str(k)))
-
-    def _acc(value: Any) -> float | None:
-        return value.get("exact_match") if isinstance(value, Mapping) else value
-
-    def _n(value: Any) -> Any:
-        return value.get("n") if isinstance(value, Mapping) else None
-
+def difficulty_rows(result: Comparison | None) -> list[dict[str, Any]]:
+    """[{difficulty, student, teacher, n}] from an evaluation's per-difficulty breakdowns."""
+    if result is None:
+        return []
+    student = {r.difficulty: r for r in result.student.by_difficulty}
+    teacher = {r.difficulty: r for r in result.teacher.by_difficulty} if result.teacher else {}
+    keys = sorted(set(student) | set(teacher), key=lambda k: (len(k), k))
     return [
         {
-            "difficulty": str(k),
-            "student": _acc(student.get(k)),
-            "teacher": _acc(teacher.get(k)),
-            "n": _n(student.get(k)),
+            "difficulty": k,
+            "student": student[k].exact_match.value if k in student else None,
+            "teacher": teacher[k].exact_match.value if k in teacher else None,
+            "n": student[k].n if k in student else None,
         }
         for k in keys
     ]
@@ -257,258 +126,140 @@ _CSS = (
 
 
 def write_report(state: Mapping[str, Any], out_dir: str | Path) -> dict[str, str]:
-    """Write `report.html` (self-contained) and `report.md` into `out_dir`; return both paths."""
+    """Write `report.html` (self-contained) and `report.md` into `out_dir`; return both paths.
+
+    `state` maps slot names to the run's records (the agent's state values; a notebook can build one)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = _Doc(out)
-    spec = state.get("spec") or {}
-    constraints = spec.get("constraints") or {}
-    plan = state.get("plan") or {}
-    point = plan.get("chosen") or {}
-    approvals = state.get("approvals") or {}
-    ev = state.get("eval") or {}
-    model = state.get("model") or {}
-    dataset = state.get("dataset") or {}
-    deployment = state.get("deployment") or {}
+    spec: DistillationSpec | None = state.get("spec")
+    plan: Plan | None = state.get("plan")
+    point: PlanPoint | None = plan.chosen if plan else None
+    survey: ServerSurvey | None = state.get("servers")
+    pair_table: PairTable | None = state.get("pairs")
+    dataset: DatasetRef | None = state.get("dataset")
+    model: StudentModel | None = state.get("model")
+    result: Comparison | None = state.get("eval")
+    deployment: Deployment | None = state.get("deployment")
     ledger = list(state.get("ledger") or [])
-    auto = bool(state.get("auto_approve"))
+    budget = spec.constraints.budget_usd if spec else None
 
     title = f"Stratos run {state.get('thread_id', '')}"
     doc.para(f"Status: {state.get('status')}. Written {datetime.now(UTC).isoformat(timespec='seconds')}.")
-    if auto:
+    if state.get("auto_approve"):
         doc.para(
             "Approvals were AUTO-SKIPPED (--yes / auto_approve): "
             "no human approved the plan or the deployment."
         )
 
     doc.heading("Request and spec")
-    doc.para(f"Request: {state.get('request') or spec.get('request') or '-'}")
-    doc.table(
-        _kv(
-            {
-                "task": spec.get("task"),
-                "metric": spec.get("metric"),
-                "preference": spec.get("preference"),
-                **constraints,
-                **(spec.get("traffic") or {}),
-            }
-        )
-    )
+    doc.para(f"Request: {state.get('request') or (spec.request if spec else None) or '-'}")
+    if spec:
+        doc.table(_kv({"task": spec.task, "metric": spec.metric, "preference": spec.preference,
+                       **spec.constraints.model_dump(), **spec.traffic.model_dump()}))
 
     doc.heading("Plan")
     if plan:
-        doc.para(
-            f"Chosen: {point.get('server', '-')} ({point.get('gpu')} x{point.get('gpu_count')}), "
-            f"student {point.get('student')} <- teacher {point.get('teacher')}, strategy "
-            f"{point.get('strategy')}, LoRA rank {point.get('lora_rank')}, {point.get('data_size')} examples."
-        )
-        doc.para(f"Why: {plan.get('why', '-')}")
-        doc.image("pareto", pareto_png(plan), "Pareto front")
-        doc.table(
-            [
-                {
-                    k: p.get(k)
-                    for k in (
-                        "server",
-                        "gpu",
-                        "student",
-                        "teacher",
-                        "strategy",
-                        "lora_rank",
-                        "data_size",
-                        "cost_usd",
-                        "p95_ms",
-                        "accuracy",
-                        "train_hours",
-                    )
-                }
-                for p in (plan.get("front") or [])[:20]
-            ]
-        )
-        wide = plan.get("catalog_plan")
-        if wide:
-            doc.para(f"Over the whole catalog (not executable from here): {wide.get('why', '-')}")
+        doc.para(f"Chosen: {point.label() if point else 'none'}.")
+        doc.para(f"Why: {plan.why}")
+        doc.image("pareto", front_png(plan), "Pareto front")
+        doc.table([p.model_dump(include=set(FRONT_COLUMNS)) for p in plan.front[:20]], FRONT_COLUMNS)
+        if plan.catalog_plan:
+            doc.para(f"Over the whole catalog (not executable from here): {plan.catalog_plan.why}")
     else:
         doc.para("No plan was made.")
-    servers = state.get("servers") or {}
-    if servers:
+    if survey:
         doc.heading("Servers")
+        shape = survey.shape.model_dump() if survey.shape else "as in the spec"
         doc.para(
-            f"Catalog of {len({p.get('server') for p in servers.get('profiles', [])})} servers, dated "
-            f"{servers.get('catalog_date')} ({servers.get('catalog_age_days')} days old). "
-            f"{servers.get('clouds_note') or ''}. Request shape used for latency: "
-            f"{servers.get('traffic') or 'as in the spec'}."
+            f"Catalog of {len({p.server for p in survey.profiles})} servers, dated {survey.catalog_date} "
+            f"({survey.catalog_age_days} days old). {survey.clouds_note}. Request shape used for latency: "
+            f"{shape}."
         )
-        doc.table(
-            [
-                {
-                    k: m.get(k)
-                    for k in (
-                        "model",
-                        "backend",
-                        "prompt_tokens",
-                        "output_tokens",
-                        "p50_ms",
-                        "p95_ms",
-                        "ttft_ms",
-                    )
-                }
-                for m in servers.get("measured", [])
-            ]
-        )
-        doc.table(
-            [
-                {k: p.get(k) for k in ("server", "student", "fits", "p95_ms", "source", "serving_usd")}
-                for p in sorted(servers.get("profiles", []), key=lambda p: p.get("p95_ms") or 0)[:15]
-            ]
-        )
+        doc.table([m.model_dump(include=set(MEASURED_COLUMNS)) for m in survey.measured], MEASURED_COLUMNS)
+        by_p95 = sorted(survey.profiles, key=lambda p: p.p95_ms.value if p.p95_ms else 0.0)[:15]
+        doc.table([_profile_row(p) for p in by_p95])
     doc.heading("Teacher x student pairs")
-    pairs = (state.get("pairs") or {}).get("pairs") or plan.get("pairs") or []
-    doc.table(
-        [
-            {
-                "teacher": p.get("teacher"),
-                "student": p.get("student"),
-                "probe_accuracy": p.get("probe_accuracy"),
-                "probe": p.get("probe_source"),
-                "tokenizer_match": p.get("tokenizer_match"),
-                "strategy": (p.get("decision") or {}).get("strategy"),
-                "expected_accuracy": p.get("expected_accuracy"),
-                "score": p.get("score"),
-            }
-            for p in pairs
-        ]
-    )
+    pairs = pair_table.pairs if pair_table else (plan.pairs if plan else [])
+    doc.table([{"teacher": p.teacher, "student": p.student, "probe_accuracy": p.probe_accuracy,
+                "probe": p.probe_source, "tokenizer_match": p.tokenizer_match, "strategy": p.decision.strategy,
+                "expected_accuracy": p.expected_accuracy, "score": p.score} for p in pairs])
 
     doc.heading("Approvals")
-    doc.table(
-        [
-            {
-                "gate": gate,
-                "decision": a.get("decision"),
-                "auto_skipped": a.get("auto"),
-                "at": a.get("at"),
-                "note": a.get("note"),
-            }
-            for gate, a in approvals.items()
-        ]
-    )
+    doc.table([{"gate": gate, "decision": a.get("decision"), "auto_skipped": a.get("auto"), "at": a.get("at"),
+                "note": a.get("note")} for gate, a in (state.get("approvals") or {}).items()])
 
     doc.heading("Data card")
-    card = dataset.get("card") or {}
-    doc.table(
-        _kv(
-            {
-                k: card.get(k)
-                for k in (
-                    "task",
-                    "mode",
-                    "seed",
-                    "teacher",
-                    "n_requested",
-                    "n_accepted",
-                    "attempted",
-                    "rejections",
-                    "split_counts",
-                    "fingerprint",
-                )
-            }
-        )
-        if card
-        else []
-    )
+    doc.table(_kv(dataset.card.model_dump(mode="json", include=set(CARD_FIELDS))) if dataset else [])
     doc.heading("Training")
-    config = model.get("config") or {}
     if model:
+        config = model.config
         doc.para(
-            f"Trained {model.get('global_step')} steps ({model.get('method_detail')}) in "
-            f"{model.get('train_seconds')} s; step limit {config.get('max_steps')}, time limit "
-            f"{config.get('time_limit_s')} s on this machine (the plan's estimate for its full data: "
-            f"{point.get('train_hours', 0) or 0:.3g} h on {point.get('gpu', '-')}). Peak RSS "
-            f"{(model.get('peak_rss_bytes') or 0) / 2**30:.2f} GiB."
+            f"Trained {model.global_step} steps ({model.method_detail}) in {model.train_seconds} s; step "
+            f"limit {config.max_steps}, time limit {config.time_limit_s} s on this machine (the plan's "
+            f"estimate for its full data: {point.train_hours if point else 0:.3g} h on "
+            f"{point.gpu if point else '-'}). Peak RSS {model.peak_rss_bytes / 2**30:.2f} GiB."
         )
-    doc.table(_kv({k: v for k, v in model.items() if not isinstance(v, (dict, list))}) if model else [])
-    doc.image("loss", loss_png(model), "Loss curve")
+        scalars = model.model_dump(mode="json", exclude={"config", "memory_estimate"})
+        doc.table(_kv({k: v for k, v in scalars.items() if not isinstance(v, (dict, list))}))
+    else:
+        doc.table([])
+    doc.image("loss", loss_png(model.metrics_csv if model else None), "Loss curve")
 
     doc.heading("Evaluation: teacher vs student")
-    doc.table(
-        _kv(
-            {
-                k: ev.get(k)
-                for k in (
-                    "n",
-                    "student_accuracy",
-                    "teacher_accuracy",
-                    "student_ci95",
-                    "baselines",
-                    "student_parse_failure_rate",
-                )
-            }
-        )
-        if ev
-        else []
-    )
-    doc.image("accuracy", accuracy_png(ev), "Accuracy by difficulty")
-    doc.table(difficulty_rows(ev))
+    if result:
+        student = result.student
+        doc.table(_kv({
+            "n": result.n, "student_accuracy": student.exact_match,
+            "teacher_accuracy": result.teacher.exact_match if result.teacher else None,
+            "student_ci95": [student.exact_match_ci.low, student.exact_match_ci.high],
+            "baselines": {b.name: b.exact_match.value for b in result.baselines},
+            "student_parse_failure_rate": student.parse_failure_rate,
+        }))
+    else:
+        doc.table([])
+    rows = difficulty_rows(result)
+    doc.image("accuracy", accuracy_png(rows), "Accuracy by difficulty")
+    doc.table(rows)
     doc.heading("Latency")
-    doc.table(
-        _kv(
-            {
-                k: ev.get(k)
-                for k in (
-                    "student_p50_ms",
-                    "student_p95_ms",
-                    "student_tokens_per_s",
-                    "teacher_p50_ms",
-                    "teacher_p95_ms",
-                )
-            }
-            | {
-                "target_p95_ms": constraints.get("p95_latency_ms"),
-                "plan_p95_ms": point.get("p95_ms"),
-                "smoke_latency_ms": deployment.get("smoke_latency_ms"),
-            }
-        )
-    )
+    smoke = deployment.smoke if deployment else None
+    teacher_report = result.teacher if result else None
+    doc.table(_kv({
+        "student_p50_ms": result.student.latency_p50_ms if result else None,
+        "student_p95_ms": result.student.latency_p95_ms if result else None,
+        "student_tokens_per_s": result.student.tokens_per_s if result else None,
+        "teacher_p50_ms": teacher_report.latency_p50_ms if teacher_report else None,
+        "teacher_p95_ms": teacher_report.latency_p95_ms if teacher_report else None,
+        "target_p95_ms": spec.constraints.p95_latency_ms if spec else None,
+        "plan_p95_ms": point.p95_ms if point else None,
+        "smoke_latency_ms": round(smoke.latency_s * 1000, 1) if smoke and smoke.latency_s else None,
+    }))
 
     doc.heading("Cost ledger vs budget")
-    budget = constraints.get("budget_usd")
     spent = sum(e.get("actual_usd") or 0 for e in ledger)
     doc.para(
         f"Spent ${spent:.4f} of {f'${budget:g}' if budget else 'no'} budget; plan total estimate "
-        f"${point.get('cost_usd', 0) or 0:.2f} (training + serving for the stated traffic)."
+        f"${point.cost_usd if point else 0:.2f} (training + serving for the stated traffic)."
     )
     doc.table(ledger, ["stage", "server", "usd_per_hour", "estimated_usd", "actual_usd", "wall_s"])
     doc.image("ledger", ledger_png(ledger, budget), "Cost ledger")
 
     doc.heading("Endpoint")
     if deployment:
-        doc.table(
-            _kv(
-                {
-                    k: deployment.get(k)
-                    for k in ("base_url", "model", "engine", "pid", "smoke_ok", "smoke_answer", "log_path")
-                }
-            )
-        )
+        doc.table(_kv({"base_url": deployment.base_url, "model": deployment.model, "engine": deployment.engine,
+                       "pid": deployment.pid, "smoke_ok": smoke.ok if smoke else None,
+                       "smoke_answer": smoke.response[:200] if smoke else None, "log_path": deployment.log_path}))
         doc.para(
-            f"Try it: curl {deployment.get('base_url')}/chat/completions -H 'Content-Type: application/json' "
-            f'-d \'{{"model": "{deployment.get("model")}", "messages": [{{"role": "user", '
+            f"Try it: curl {deployment.base_url}/chat/completions -H 'Content-Type: application/json' "
+            f'-d \'{{"model": "{deployment.model}", "messages": [{{"role": "user", '
             f'"content": "..."}}]}}\''
         )
     else:
         doc.para("Not deployed.")
     doc.heading("Events (guard refusals, retries, planner fallbacks, edits)")
-    doc.table(
-        [
-            {
-                "kind": e.get("kind"),
-                "at": e.get("at"),
-                "detail": {k: v for k, v in e.items() if k not in ("kind", "at")},
-            }
-            for e in state.get("events") or []
-        ]
-    )
+    doc.table([{"kind": e.get("kind"), "at": e.get("at"),
+                "detail": {k: v for k, v in e.items() if k not in ("kind", "at")}}
+               for e in state.get("events") or []])
 
     md_text = f"# {title}\n" + "\n".join(doc.md)
     html_text = (
@@ -523,3 +274,9 @@ def write_report(state: Mapping[str, Any], out_dir: str | Path) -> dict[str, str
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, paths[key])
     return {k: str(v) for k, v in paths.items()}
+
+
+def _profile_row(profile: ServerProfile) -> dict[str, Any]:
+    return {"server": profile.server, "student": profile.model, "fits": profile.fits,
+            "p95_ms": profile.p95_ms.value if profile.p95_ms else None,
+            "source": profile.p95_ms.source if profile.p95_ms else None, "serving_usd": profile.serving_usd}

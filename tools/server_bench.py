@@ -4,128 +4,31 @@ Per model: prefill tokens/s, decode tokens/s at batch 1/4/8, time to first token
 request latency for a fixed prompt/answer length. Through a vLLM (any OpenAI-compatible) server
 when a URL is given, else transformers with a hand-written KV-cached greedy loop (so each decode
 step is timed, not `generate`'s extras). Results are cached as JSON keyed by hardware fingerprint
-(CPU model, cores, threads, torch version, GPU) + model + backend + date.
++ model + request shape + backend + date, under a cache version; the fingerprint, the machine's
+peaks and the cache naming live in `tools/machine_peaks.py`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
-from pathlib import Path
+
+from stratos_agent.tools.machine_peaks import (
+    CACHE_VERSION,
+    _cache_path,
+    bench_dir,
+    hardware_fingerprint,
+    measure_peaks,
+)
 
 from stratos_agent.errors import InputError, ServiceError
-from stratos_agent.records.servers import BenchResult, HardwareFingerprint, ServerOffer
+from stratos_agent.records.servers import BenchResult, HardwareFingerprint
 from stratos_agent.settings import get_settings
 
 DEFAULT_BATCHES = (1, 4, 8)
 Progress = Callable[[str], None]
-
-
-def _cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-        if match:
-            return match.group(1).strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def hardware_fingerprint(threads: int | None = None) -> HardwareFingerprint:
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return HardwareFingerprint(
-        cpu_model=_cpu_model(),
-        cores=_cores(),
-        threads=threads or torch.get_num_threads(),
-        torch_version=torch.__version__,
-        gpu=gpu,
-    )
-
-
-def bench_dir() -> Path:
-    return get_settings().cache_dir / "server-bench"
-
-
-def _cache_path(
-    kind: str, fp: HardwareFingerprint, model: str = "", backend: str = "", day: str = ""
-) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
-    return bench_dir() / f"{kind}-{fp.key}-{safe}-{backend}-{day}.json".replace("--", "-")
-
-
-def measure_peaks(threads: int, seconds: float = 1.0, force: bool = False) -> tuple[float, float]:
-    """Measured stream bandwidth (GB/s: bytes read + written by a large copy) and fp32 matmul TFLOP/s
-    with `threads` torch threads: the 'datasheet' of this machine, cached per fingerprint."""
-    import torch
-
-    torch.set_num_threads(threads)
-    fp = hardware_fingerprint(threads)
-    path = _cache_path("peaks", fp)
-    if path.exists() and not force:
-        data = json.loads(path.read_text())
-        return data["mem_bw_gbps"], data["tflops"]
-    src = torch.empty(64 * 2**20, dtype=torch.float32).fill_(1.0)  # 256 MiB: far beyond any cache
-    dst = torch.empty_like(src)
-    best_bw = 0.0
-    end = time.perf_counter() + seconds / 2
-    while time.perf_counter() < end:
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        best_bw = max(best_bw, 2 * src.numel() * 4 / (time.perf_counter() - t0) / 1e9)
-    a = torch.randn(1024, 1024)
-    b = torch.randn(1024, 1024)
-    best_tf = 0.0
-    end = time.perf_counter() + seconds / 2
-    while time.perf_counter() < end:
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best_tf = max(best_tf, 2 * 1024**3 / (time.perf_counter() - t0) / 1e12)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"mem_bw_gbps": best_bw, "tflops": best_tf, "fingerprint": fp.model_dump()}))
-    return best_bw, best_tf
-
-
-def local_offer(threads: int | None = None) -> ServerOffer:
-    """This machine as a server: measured peaks, RAM as memory, $0/h (already paid for)."""
-    import psutil
-    import torch
-
-    threads = threads or get_settings().threads or torch.get_num_threads()
-    bw, tflops = measure_peaks(threads)
-    ram = psutil.virtual_memory().total / 1e9
-    return ServerOffer(
-        provider="local",
-        instance_type=f"this-machine-{threads}t",
-        gpu="CPU",
-        gpu_count=1,
-        gpu_memory_gb=ram,
-        region="local",
-        on_demand_usd_h=0.0,
-        spot_usd_h=None,
-        mem_bw_gbps=bw,
-        bf16_tflops=tflops,
-        interconnect=f"{_cpu_model()}, {_cores()} cores, {threads} torch threads (fp32)",
-        vcpus=_cores(),
-        ram_gb=ram,
-        source="measured (stream copy + fp32 matmul)",
-        date=date.today().isoformat(),
-    )
 
 
 def _pcts(samples: Sequence[float]) -> tuple[float, float]:
@@ -326,7 +229,7 @@ def bench_model(
         )
         peak_bw = peak_tf = None
     else:
-        peak_bw, peak_tf = measure_peaks(threads)
+        peak_bw, peak_tf = measure_peaks(threads, force=force)
         figures = _bench_transformers(model_id, prompt_tokens, output_tokens, batches, requests, progress)
     result = BenchResult(
         model=model_id,
@@ -352,7 +255,7 @@ def cached_results(fingerprint: HardwareFingerprint | None = None) -> list[Bench
     """Every cached measurement (newest per fingerprint + model + backend + request shape), optionally
     for one machine: the calibration points of the roofline model."""
     latest: dict[tuple, BenchResult] = {}
-    for path in sorted(bench_dir().glob("bench-*.json")):
+    for path in sorted(bench_dir().glob(f"bench-v{CACHE_VERSION}-*.json")):  # older versions: ignored
         try:
             res = BenchResult.model_validate_json(path.read_text())
         except ValueError:

@@ -32,8 +32,11 @@ from stratos_agent.tools.train_memory import check_fits, estimate_memory
 from transformers import PrinterCallback
 
 from stratos_agent.errors import InputError
+from stratos_agent.records.data import DatasetRef
+from stratos_agent.records.plans import Plan
 from stratos_agent.records.training import StudentModel, TrainConfig
 from stratos_agent.settings import apply_thread_settings, get_settings
+from stratos_agent.tasks.recipes import Recipe
 
 # SmolLM2's ChatML without the default system prompt (~20 tokens saved on every training row and
 # request; the fine-tuned student does not need to be told it is a helpful assistant).
@@ -43,6 +46,49 @@ CHATML = (
 )
 STUDENT_FILE = "student.json"
 CONFIG_FILE = "train_config.json"
+
+
+def config_from_plan(
+    plan: Plan,
+    dataset: DatasetRef,
+    recipe: Recipe,
+    *,
+    run_name: str,
+    max_steps: int,
+    learning_rate: float | None = None,
+    save_steps: int = 50,
+    time_limit_s: float | None = None,
+) -> TrainConfig:
+    """The TrainConfig that carries out the plan's chosen point: its student, strategy (logit KD from the
+    teacher, or SFT on verified data) and LoRA rank (0 = full fine-tuning), on `dataset`."""
+    point = plan.chosen
+    if point is None:
+        raise InputError(f"the plan has no chosen point to train ({plan.why})")
+    rank = point.lora_rank
+    logit = point.strategy == "alignment-logit"
+    return TrainConfig(
+        run_name=run_name,
+        base_model=point.student,
+        method="distill" if logit else "sft",
+        data=dataset.hf_path,
+        data_card=str(dataset.path / "data_card.md"),
+        task=plan.task.split(":")[0],
+        lora=rank > 0,
+        lora_r=rank or 16,
+        lora_alpha=2 * (rank or 16),
+        # LoRA tolerates (and on a few minutes of CPU needs) a 10x higher rate than full fine-tuning.
+        learning_rate=learning_rate or (1e-3 if rank else 1e-4),
+        lr_scheduler="constant_with_warmup",
+        max_steps=max_steps,
+        max_seq_len=recipe.max_seq_len,
+        save_steps=save_steps,
+        logging_steps=5,
+        chat_template=CHATML,
+        time_limit_s=time_limit_s,
+        threads=get_settings().threads,
+        teacher_model=point.teacher if logit else None,
+        distill_mode="logit" if logit else "auto",
+    )
 
 
 def run_dir_for(config: TrainConfig) -> Path:

@@ -14,11 +14,7 @@ _COMMAND_MODULES = ("doctor", "task", "synth", "train", "evaluate", "plan", "ser
 
 def _register_commands() -> None:
     for name in _COMMAND_MODULES:
-        try:
-            importlib.import_module(f"stratos_agent.cli.{name}")
-        except ModuleNotFoundError as exc:  # an area not built yet must not break the others
-            if exc.name != f"stratos_agent.cli.{name}":
-                raise
+        importlib.import_module(f"stratos_agent.cli.{name}")
 
 
 def main() -> None:

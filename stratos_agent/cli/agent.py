@@ -153,20 +153,6 @@ def _drive(session: Any, outcome: Any, as_json: bool) -> Any:
     return outcome
 
 
-def _load_config(path: Path) -> dict[str, Any]:
-    import yaml
-
-    if not path.is_file():
-        raise InputError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML/JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping (a DistillationSpec or {{request: ..., spec: ...}})")
-    return data
-
-
 @app.command()
 def run(
     request: Annotated[
@@ -200,21 +186,18 @@ def run(
     Example: `stratos run "a model that lists Mahjong winning tiles, under $20, p95 under 300 ms" --yes`
     """
     from stratos_agent.graphs.session import new_thread_id
-    from stratos_agent.spec import DistillationSpec
+    from stratos_agent.spec import read_spec_file, validated_spec
 
     spec = None
     if config is not None:
-        data = _load_config(config)
+        data = read_spec_file(config)
         if "spec" in data or "request" in data:
             request = request or data.get("request")
-            spec = data.get("spec")
-        else:
-            spec = data
-        if spec is not None:
-            try:
-                spec = DistillationSpec.model_validate({**spec, "request": request or spec.get("request")})
-            except ValueError as exc:
-                raise InputError(f"{config}: not a valid spec: {exc}") from exc
+            data = data.get("spec")
+        if data is not None:
+            if not isinstance(data, dict):
+                raise InputError(f"{config}: `spec:` must be a mapping of spec fields")
+            spec = validated_spec({**data, "request": request or data.get("request")}, str(config))
     if request is None and spec is None:
         raise InputError('give a request (stratos run "...") or --config FILE')
     hint = spec.task if spec else (request or "run").split()[0]
@@ -275,7 +258,7 @@ def approve(
     Examples: `stratos approve THREAD`, `stratos approve THREAD --edit budget_usd=30`,
     `stratos approve THREAD --reject`
     """
-    from stratos_agent.request_parser import parse_edits
+    from stratos_agent.request_parser import parse_key_values
 
     if reject and edit:
         raise InputError("--reject and --edit exclude each other")
@@ -284,7 +267,7 @@ def approve(
         "note": note,
     }
     if edit:
-        decision["changes"] = parse_edits(edit)
+        decision["changes"] = parse_key_values(edit)
     session = _session(thread, checkpoint, quiet=as_json)
     outcome = session.outcome()
     stopped = outcome.interrupt is None and outcome.status in ("failed", "paused", "done")
@@ -355,20 +338,21 @@ def chat(
 def _print_status(outcome: Any) -> None:
     from rich.table import Table
 
-    from stratos_agent.state import STAGES
+    from stratos_agent.graphs.session import lifecycle_stages
 
     v = outcome.values
     console.print(f"run [bold]{outcome.thread_id}[/]: [bold]{outcome.status}[/]  ({v.get('run_dir')})")
+    done = set(outcome.done())
     table = Table("stage", "finished")
-    for stage in STAGES:
-        table.add_row(stage, "yes" if v.get(stage) is not None else "-")
+    for stage in lifecycle_stages():
+        table.add_row(stage, "yes" if stage in done else "-")
     console.print(table)
     for gate, approval in (v.get("approvals") or {}).items():
         console.print(
             f"approval {gate}: {approval.get('decision')}{' (auto-skipped)' if approval.get('auto') else ''}"
         )
     spent = sum(e.get("actual_usd") or 0 for e in v.get("ledger") or [])
-    budget = ((v.get("spec") or {}).get("constraints") or {}).get("budget_usd")
+    budget = v["spec"].constraints.budget_usd if v.get("spec") else None
     console.print(f"spent ${spent:.4f} of {f'${budget:g}' if budget else 'no'} budget")
     if outcome.interrupt:
         console.print(f"waiting at gate: {outcome.interrupt.get('gate')}")

@@ -11,19 +11,6 @@ import typer
 from stratos_agent.cli.app import app, err_console
 
 
-def parse_options(pairs: list[str]) -> dict[str, str]:
-    """`["prompt=short"]` -> `{"prompt": "short"}`; anything else is an InputError."""
-    from stratos_agent.errors import InputError
-
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--task-option expects KEY=VALUE, got {pair!r}")
-        options[key.strip()] = value.strip()
-    return options
-
-
 @app.command(
     "eval",
     epilog=(
@@ -70,11 +57,12 @@ def eval_command(
 
     The JSON has a top-level `exact_match` (0..1) and `n`; `baselines` lists the constant answers.
     """
+    from stratos_agent.request_parser import parse_key_values
     from stratos_agent.tasks import get_task_pack
     from stratos_agent.tools.evaluate import compare, evaluate, report_markdown
     from stratos_agent.tools.train_card import record_eval_in_card
 
-    pack = get_task_pack(task, **parse_options(task_option or []))
+    pack = get_task_pack(task, **parse_key_values(task_option or [], "--task-option", "prompt=short"))
     report = evaluate(
         pack, data, model=model, endpoint=endpoint, model_name=model_name, limit=limit,
         batch_size=batch_size, concurrency=concurrency, max_new_tokens=max_new_tokens, threads=threads,
@@ -82,8 +70,9 @@ def eval_command(
     )
     side = None
     if teacher:
-        side = evaluate(get_task_pack(task, **parse_options(teacher_task_option or [])), data, model=teacher,
-                        limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, threads=threads,
+        teacher_options = parse_key_values(teacher_task_option or [], "--teacher-task-option", "prompt=short")
+        side = evaluate(get_task_pack(task, **teacher_options), data, model=teacher, limit=limit,
+                        batch_size=batch_size, max_new_tokens=max_new_tokens, threads=threads,
                         console=err_console)
     comparison = compare(pack, data, report, side, limit=limit)
     base = comparison.baselines

@@ -18,31 +18,12 @@ app.add_typer(catalog_app, name="catalog")
 
 
 def load_spec(request: str):
-    """A DistillationSpec from a YAML/JSON file, or from a natural-language request (H7's parser)."""
-    from pydantic import ValidationError
-
-    from stratos_agent.spec import DistillationSpec
+    """A DistillationSpec from a YAML/JSON file, or from a natural-language request."""
+    from stratos_agent.spec import read_spec_file, validated_spec
 
     path = Path(request)
     if path.suffix.lower() in {".yaml", ".yml", ".json"} or path.is_file():
-        if not path.is_file():
-            raise InputError(f"spec file {path} does not exist")
-        import yaml
-
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise InputError(f"{path}:{where} not valid YAML/JSON ({getattr(exc, 'problem', exc)})") from exc
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a mapping of spec fields, got {type(data).__name__}")
-        try:
-            return DistillationSpec.model_validate(data)
-        except ValidationError as exc:
-            raise InputError(
-                f"{path}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            ) from exc
+        return validated_spec(read_spec_file(path), str(path))
     from stratos_agent.request_parser import parse_request
 
     return parse_request(request)

@@ -190,8 +190,9 @@ def deploy_spec(
     Example: `stratos deploy-spec runs/r1 --kind both` or `stratos deploy-spec smollm2-135m --gpu L4 --cloud aws`.
     """
     from stratos_agent.settings import get_settings
+    from stratos_agent.tools import engine_launch as el
     from stratos_agent.tools import launch_specs as ls
-    from stratos_agent.tools.deploy import resolve_target
+    from stratos_agent.tools.serving_state import resolve_target
 
     path = Path(target).expanduser()
     if not path.exists() and (get_settings().runs_dir / target).is_dir():
@@ -207,18 +208,24 @@ def deploy_spec(
         if run_dir is None:
             raise InputError(f"{target} is not a run folder: a training task belongs to a run (`stratos run`, "
                              "`stratos train --run-name`)")
-        requests.append(("train", ls.training_from_plan(chosen if use_plan else None, run_dir, data=data,
-                                                      gpu=gpu, gpus=gpus, cloud=cloud, use_spot=spot)))
+        config = ls.saved_train_config(run_dir)
+        if config is None:
+            raise InputError(f"no training config in {run_dir}: train locally once (`stratos run`, `stratos "
+                             f"train --run-name`) so {ls.TRAIN_CONFIG_FILE} records what to train")
+        if data is not None:
+            config = config.model_copy(update={"data": data})
+        requests.append(("train", ls.training_from_plan(chosen if use_plan else None, config, out, gpu=gpu,
+                                                      gpus=gpus, cloud=cloud, use_spot=spot)))
     if kind in ("serve", "both"):
         tgt = resolve_target(target)
         if use_plan:
-            point = ls.chosen_point(chosen)
-            launch_spec = ls.launch_from_plan(chosen, tgt.model_path, engine=engine, served_model_name=tgt.name)
+            point = el.chosen_point(chosen)
+            launch_spec = el.launch_from_plan(chosen, tgt.model_path, engine=engine, served_model_name=tgt.name)
             gpu_name, count, where = point.gpu, point.gpu_count, point.server.split(":", 1)[0]
             n_replicas = replicas or point.replicas
         else:
-            max_len = ls.context_length(96, 48, ls.read_model_config(tgt.model_path))
-            launch_spec = ls.gpu_launch(engine, tgt.model_path, served_model_name=tgt.name, gpus=gpus,
+            max_len = el.context_length(96, 48, el.read_model_config(tgt.model_path))
+            launch_spec = el.gpu_launch(engine, tgt.model_path, served_model_name=tgt.name, gpus=gpus,
                                         max_model_len=max_len)
             gpu_name, count, where, n_replicas = gpu or "", gpus, cloud, replicas or 1
         requests.append(("serve", ls.service_task(launch_spec, gpu=gpu_name, gpus=count, qps=qps,

@@ -18,15 +18,21 @@ from stratos_agent.cli.app import app, console, err_console
         "--base runs/mj-sft/model\n\n"
         "    stratos train --data runs/data/fwd --run-name kd --method distill --base smollm2-135m-half "
         "--teacher smollm2-135m --ce-weight 0.5\n\n"
+        "    stratos train --config runs/r1/train/train_config.json --run-name r1-again\n\n"
         "Run the same command again after a crash or Ctrl-C: it resumes from the last checkpoint; "
         "after success it returns the finished model at once."
     )
 )
 def train(
-    data: Annotated[Path, typer.Option(
+    data: Annotated[Path | None, typer.Option(
         help="Training data: a `stratos synth` output folder, a saved HF dataset or a JSONL with "
-        "prompt/completion columns.")],
-    run_name: Annotated[str, typer.Option(help="Run folder name under the runs dir (STRATOS_RUNS_DIR).")],
+        "prompt/completion columns (required unless --config names it).")] = None,
+    run_name: Annotated[str | None, typer.Option(
+        help="Run folder name under the runs dir (STRATOS_RUNS_DIR); required unless --config names it.")]
+    = None,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", help="A train_config.json (a TrainConfig, as every run folder keeps): train exactly that; "
+        "--data and --run-name override its data path and run name, the other flags are ignored.")] = None,
     base: Annotated[str, typer.Option(help="Student to start from: registry id, folder or HF id.")] = "smollm2-135m",
     method: Annotated[str, typer.Option(
         help="sft (supervised, loss on the completion only), grpo (reinforcement with the task's "
@@ -70,14 +76,24 @@ def train(
     from stratos_agent.tools.train import train as run_training
 
     try:
-        config = TrainConfig(
-            run_name=run_name, base_model=base, method=method, data=data, task=task, teacher_model=teacher,
-            distill_mode=distill_mode, lora=not full, lora_r=lora_r, lora_alpha=2 * lora_r, learning_rate=lr,
-            epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-            max_seq_len=max_seq_len, save_steps=save_steps, gradient_checkpointing=gradient_checkpointing,
-            kd_lmbda=kd_lmbda, kd_beta=kd_beta, ce_weight=ce_weight,
-            chat_template=CHATML if compact_chat_template else None, time_limit_s=time_limit, threads=threads,
-        )
+        if config_file is not None:
+            if not config_file.is_file():
+                raise InputError(f"--config {config_file} does not exist")
+            config = TrainConfig.model_validate_json(config_file.read_text(encoding="utf-8"))
+            overrides = {k: v for k, v in (("data", data), ("run_name", run_name)) if v is not None}
+            config = TrainConfig.model_validate({**config.model_dump(), **overrides, "threads": threads})
+        else:
+            if data is None or run_name is None:
+                raise InputError("--data and --run-name are required (or --config FILE)")
+            config = TrainConfig(
+                run_name=run_name, base_model=base, method=method, data=data, task=task, teacher_model=teacher,
+                distill_mode=distill_mode, lora=not full, lora_r=lora_r, lora_alpha=2 * lora_r,
+                learning_rate=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                grad_accum=grad_accum, max_seq_len=max_seq_len, save_steps=save_steps,
+                gradient_checkpointing=gradient_checkpointing, kd_lmbda=kd_lmbda, kd_beta=kd_beta,
+                ce_weight=ce_weight, chat_template=CHATML if compact_chat_template else None,
+                time_limit_s=time_limit, threads=threads,
+            )
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InputError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None

@@ -60,10 +60,17 @@ class PlanPoint(BaseModel):
     train_hours: float
     latency_source: Literal["measured", "modelled"]
 
+    @property
+    def is_local(self) -> bool:
+        return self.server.startswith("local:")
+
     def label(self) -> str:
-        rank = "full" if self.lora_rank == 0 else f"r{self.lora_rank}"
-        pair = f"{self.student} <- {self.teacher}"
-        return f"{self.gpu}x{self.gpu_count} {pair} {self.strategy} {rank} n={self.data_size}"
+        """The one way a plan point is named (gates, reports, CLI)."""
+        rank = "full" if self.lora_rank == 0 else f"LoRA r{self.lora_rank}"
+        return (
+            f"{self.gpu} x{self.gpu_count} ({self.server}): {self.student} <- {self.teacher}, "
+            f"{self.strategy}, {rank}, n={self.data_size}"
+        )
 
 
 class Plan(BaseModel):
@@ -83,3 +90,15 @@ class Plan(BaseModel):
     catalog_date: str
     catalog_age_days: int
     created: str
+    catalog_plan: Plan | None = Field(
+        default=None, description="The same spec planned over the whole catalog, when this plan was "
+        "restricted to where this agent can execute (shows what a cloud run would trade)."
+    )
+
+
+class PairTable(BaseModel):
+    """What `score_pairs` found: every teacher x student pair scored, best first, and the probes."""
+
+    pairs: list[PairScore]
+    probes: dict[str, float] = Field(default_factory=dict, description="Teacher -> probe accuracy.")
+    probe_n: int = 0

@@ -110,3 +110,33 @@ class ServerProfile(BaseModel):
     p50_ms: Figure | None = None
     p95_ms: Figure | None = None
     capacity_qps: Figure | None = Field(default=None, description="Requests/s one instance sustains.")
+    instances: int | None = Field(default=None, description="Instances needed to carry the spec's traffic.")
+    serving_usd: float | None = Field(default=None, description="Serving cost for the spec's duration.")
+
+    @property
+    def server(self) -> str:
+        return self.offer.id
+
+
+class RequestShape(BaseModel):
+    """Tokens of one request as the student sees it: what latency is modelled (or measured) at."""
+
+    prompt_tokens: int = Field(gt=0)
+    output_tokens: int = Field(gt=0)
+    source: str = Field(description="'task pack sample (n=64)', 'user spec', ...")
+
+
+class ServerSurvey(BaseModel):
+    """What `benchmark_servers` found: measurements on this machine, a profile per (server, student),
+    and where this agent can execute a plan."""
+
+    profiles: list[ServerProfile] = Field(default_factory=list)
+    measured: list[BenchResult] = Field(default_factory=list)
+    local: ServerOffer | None = None
+    shape: RequestShape | None = Field(default=None, description="None: the spec's own traffic shape.")
+    executable_clouds: list[str] | None = Field(
+        default=None, description="Clouds with credentials, plus 'local'; None = no restriction."
+    )
+    clouds_note: str = ""
+    catalog_date: str = ""
+    catalog_age_days: int = 0

@@ -35,7 +35,7 @@ ANSWER_PREFIX = "Winning tiles:"
 NONE_WORD = "none"
 NOTATIONS = ("both", "compact", "unicode")
 RATIONALE_STYLES = ("steps", "answer", "search")
-PROMPTS = ("full", "short")  # short: the hand only, for students trained on it (added by H4)
+PROMPTS = ("full", "short")  # short: the hand only, for students trained on it
 
 # Meld kinds as local tile tuples: 34 pons and 21 chis (chis only in the three numbered suits).
 _MELDS: tuple[tuple[int, ...], ...] = tuple((t, t, t) for t in range(34)) + tuple(

@@ -166,6 +166,28 @@ def explain(counts13: Sequence[int]) -> dict[int, Decomposition]:
     return out
 
 
+def reference_winning_tiles(counts: Sequence[int]) -> list[int]:
+    """`winning_tiles` computed by the `mahjong` package instead: an independent oracle.
+
+    For cross-checks (tests) and speed comparisons (evals/bench_tasks.py), not for the hot path: it
+    tries every tile with `Agari.is_agari`. That also accepts seven pairs and thirteen orphans, which
+    our rules exclude, so each hit is confirmed with the regular-hand shanten (-1 = complete as
+    4 melds + pair). A tile already held 4 times is never a winning tile.
+    """
+    from mahjong.agari import Agari  # imported here: the solver itself does not need the package
+    from mahjong.shanten import Shanten
+
+    hand = list(counts)
+    out = []
+    for t in range(N_KINDS):
+        if hand[t] < 4:
+            hand[t] += 1
+            if Agari.is_agari(hand) and Shanten.calculate_shanten_for_regular_hand(hand) == -1:
+                out.append(t)
+            hand[t] -= 1
+    return out
+
+
 def validate_counts(counts: Sequence[int], size: int) -> str | None:
     """Why `counts` is not a legal hand of `size` tiles (None if it is)."""
     if len(counts) != N_KINDS:

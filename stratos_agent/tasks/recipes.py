@@ -1,0 +1,70 @@
+"""Per-task training recipes: what the task's owners found works for a small student.
+
+A recipe says which prompt variant the student learns (a short prompt saves tokens on every request),
+how the solver writes the completion, how many tokens student and teacher answers need, and the
+sequence length to train at. Tasks without an entry get `DEFAULT`. The sizes of a run on this
+machine (`LocalSizes`) live here too: they bound the embedded default so that `make demo` reaches a live
+endpoint in minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from stratos_agent.tasks import get_task_pack
+from stratos_agent.tasks.base import TaskPack
+
+
+class Recipe(BaseModel):
+    student_pack: dict[str, Any] = Field(default_factory=dict, description="Task pack options for the student.")
+    teacher_pack: dict[str, Any] = Field(default_factory=dict, description="Task pack options for the teacher.")
+    style: str | None = Field(default=None, description="Solver rationale style; None = the pack's default.")
+    student_tokens: int = Field(default=256, description="Max new tokens of a student answer.")
+    teacher_tokens: int = Field(default=256, description="Max new tokens of a teacher answer.")
+    max_seq_len: int = 512
+
+    def pack(self, task: str, role: str) -> TaskPack:
+        """The task pack as the student (or teacher) is prompted."""
+        return get_task_pack(task, **(self.student_pack if role == "student" else self.teacher_pack))
+
+
+RECIPES: dict[str, Recipe] = {
+    # The student learns the hand-only prompt and answers with the tile list alone (tools/train.py,
+    # evals/mahjong_quality.py measured both choices).
+    "mahjong": Recipe(
+        student_pack={"prompt": "short"},
+        style="answer",
+        student_tokens=24,
+        teacher_tokens=64,
+        max_seq_len=256,
+    ),
+}
+DEFAULT = Recipe()
+
+
+def recipe_for(task: str) -> Recipe:
+    """The recipe of a task id ('mahjong', 'gsm8k', 'jsonl:PATH', ...)."""
+    return RECIPES.get(task.split(":")[0], DEFAULT)
+
+
+class LocalSizes(BaseModel):
+    """Sizes of a run on this (CPU) machine: a few thousand solver examples, a few minutes of training,
+    ~100 hold-out items. Each can be overridden by environment (tests use tiny ones):
+    STRATOS_LOCAL_SYNTH_N, STRATOS_LOCAL_TRAIN_MINUTES, STRATOS_LOCAL_EVAL_N, STRATOS_LOCAL_PROBE_N,
+    STRATOS_LOCAL_SAVE_STEPS."""
+
+    synth_n: int = 3000
+    train_minutes: float = 4.0
+    eval_n: int = 100
+    probe_n: int = 8
+    save_steps: int = 25
+
+
+def local_sizes() -> LocalSizes:
+    """Read when used, so a test or a user can change a size by environment at any time."""
+    env = {k: os.environ[f"STRATOS_LOCAL_{k.upper()}"] for k in LocalSizes.model_fields if
+           f"STRATOS_LOCAL_{k.upper()}" in os.environ}
+    return LocalSizes.model_validate(env)

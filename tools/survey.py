@@ -1,0 +1,110 @@
+"""Servers and plans as seen from where this agent runs: measure the candidate students here, profile
+every catalog server, and plan within the clouds this agent can actually execute on.
+
+`stratos run` (through the graph's adapters) calls these; `stratos plan` calls `planning.plan_for`,
+which shares `planning.prepare` and `planning.make_plan` with them.
+"""
+
+from __future__ import annotations
+
+from stratos_agent.tools import launch_specs, planning, server_bench
+from stratos_agent.tools.request_shape import task_shape
+
+from stratos_agent.records.plans import PairTable, Plan
+from stratos_agent.records.servers import ServerSurvey
+from stratos_agent.spec import DistillationSpec, Traffic
+
+# Two batch sizes and four requests: enough decode points to calibrate the roofline, in half the time.
+BENCH_BATCHES = (1, 4)
+BENCH_REQUESTS = 4
+CATALOG_FRONT = 40  # catalog-wide plan points kept beside a restricted plan (for the report)
+
+
+def survey_servers(spec: DistillationSpec, *, refresh: bool = False) -> ServerSurvey:
+    """Measure each candidate student here at the task's request shape (cached per day), calibrate the
+    roofline on it, and profile every server the user allows (the plan later keeps executable ones)."""
+    default = Traffic()
+    user_shape = (spec.traffic.prompt_tokens, spec.traffic.output_tokens) != (
+        default.prompt_tokens,
+        default.output_tokens,
+    )
+    shape = None if user_shape else task_shape(spec.task)
+    clouds, clouds_note = launch_specs.executable_clouds()
+    survey = ServerSurvey(shape=shape, executable_clouds=clouds, clouds_note=clouds_note)
+    spec = planned_spec(spec, survey)
+    inputs = planning.gather_inputs(spec)
+    local = next((o for o in inputs.offers if o.is_local), None)
+    measured = []
+    if local is not None:
+        measured = [
+            server_bench.bench_model(
+                student.id,
+                prompt_tokens=spec.traffic.prompt_tokens,
+                output_tokens=spec.traffic.output_tokens,
+                force=refresh,
+                batches=BENCH_BATCHES,
+                requests=BENCH_REQUESTS,
+            )
+            for student in inputs.students
+        ]
+        inputs = planning.gather_inputs(spec, local=local)  # now calibrated on the fresh measurements
+    return survey.model_copy(
+        update={
+            "profiles": planning.server_profiles(spec, inputs),
+            "measured": measured,
+            "local": local,
+            "catalog_date": inputs.catalog_date,
+            "catalog_age_days": inputs.catalog_age_days,
+        }
+    )
+
+
+def planned_spec(spec: DistillationSpec, survey: ServerSurvey | None) -> DistillationSpec:
+    """The spec as planned: the user's, with the measured request shape where the user left it open."""
+    if survey is None or survey.shape is None:
+        return spec
+    traffic = spec.traffic.model_copy(
+        update={"prompt_tokens": survey.shape.prompt_tokens, "output_tokens": survey.shape.output_tokens}
+    )
+    return spec.model_copy(update={"traffic": traffic})
+
+
+def restricted(spec: DistillationSpec, survey: ServerSurvey | None) -> bool:
+    """True when the plan must keep to the clouds this agent can execute (the user named none)."""
+    return survey is not None and survey.executable_clouds is not None and not spec.constraints.clouds
+
+
+def executable_scope(spec: DistillationSpec, survey: ServerSurvey | None) -> tuple[DistillationSpec, list[str] | None]:
+    """(spec, gpus) for `planning`: restricted to where this agent can execute unless the user named
+    clouds. The catalog knows no 'local' provider, so "this machine only" is asked as gpus=['CPU']."""
+    if not restricted(spec, survey):
+        return spec, None
+    clouds = [c for c in survey.executable_clouds or [] if c != "local"]  # type: ignore[union-attr]
+    if not clouds:
+        return spec, ["CPU"]
+    return spec.model_copy(update={"constraints": spec.constraints.model_copy(update={"clouds": clouds})}), None
+
+
+def score_pairs_here(spec: DistillationSpec, survey: ServerSurvey | None, probe_n: int) -> PairTable:
+    """Probe each executable teacher on the task (forward synthesis, cached) and score every pair."""
+    scoped, gpus = executable_scope(planned_spec(spec, survey), survey)
+    prepared = planning.prepare(scoped, gpus=gpus, run_probe=True, probe_n=probe_n)
+    probes = {p.teacher: p.probe_accuracy for p in prepared.pairs if p.probe_source == "measured"}
+    return PairTable(pairs=prepared.pairs, probes=probes, probe_n=probe_n)
+
+
+def plan_here(spec: DistillationSpec, survey: ServerSurvey | None, pairs: PairTable) -> Plan:
+    """The Pareto plan over the executable servers; when restricted, the catalog-wide plan rides along
+    so the report can show what a cloud run would trade."""
+    spec = planned_spec(spec, survey)
+    scoped, gpus = executable_scope(spec, survey)
+    plan = planning.make_plan(scoped, planning.gather_inputs(scoped, gpus=gpus), pairs.pairs)
+    if not restricted(spec, survey):
+        return plan
+    wide = planning.make_plan(spec, planning.gather_inputs(spec), pairs.pairs)
+    return plan.model_copy(
+        update={
+            "catalog_plan": wide.model_copy(update={"front": wide.front[:CATALOG_FRONT], "pairs": []}),
+            "why": f"{plan.why} [{survey.clouds_note}.]",  # type: ignore[union-attr]
+        }
+    )
