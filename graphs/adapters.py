@@ -97,9 +97,13 @@ def run_make_plan(ctx: ToolContext, args: MakePlanArgs) -> ToolOutcome:
 
 # ----------------------------------------------------------------------------- data
 def synth_suggest(ctx: ToolContext) -> dict[str, Any]:
+    from stratos_agent.tools.synth import choose_mode
+
     point, local_n = ctx.chosen, local_sizes().synth_n
     n = ctx.spec.data_size or (point.data_size if point else local_n)
-    mode = "solver" if point is None or point.strategy == "injection" else "forward"
+    pairs: PairTable | None = ctx.state.get("pairs")
+    mode = "solver" if point is None else choose_mode(
+        point.strategy, point.teacher, pairs.probes.get(point.teacher) if pairs else None)
     return {"n": min(n, local_n) if ctx.runs_locally else n, "mode": mode, "seed": 0}
 
 
@@ -113,13 +117,24 @@ def run_synth(ctx: ToolContext, args: SynthesizeDataArgs) -> ToolOutcome:
 
     task, recipe = ctx.spec.task, recipe_for(ctx.spec.task)
     out = ctx.run_dir / "data" / f"{args.mode}-n{args.n}-s{args.seed}"
+    teacher = None if args.mode == "solver" or ctx.chosen is None else plan_teacher(ctx.chosen.teacher)
     with progress_bar(f"synth {args.mode}", args.n or 0) as update:
         ref = synth.synthesize(recipe.pack(task, "student"), args.n, out, mode=args.mode, seed=args.seed,
-                               distribution="even", style=recipe.style if args.mode == "solver" else None,
+                               teacher=teacher, distribution="even",
+                               style=recipe.style if args.mode == "solver" else None,
                                progress=lambda p: update(p.accepted, p.rejected))
     card = ref.card
     return ToolOutcome(ref, {"path": str(ref.path), "rows": card.n_accepted, "splits": card.split_counts,
                              "rejections": card.rejections, "mode": card.mode})
+
+
+def plan_teacher(teacher: str) -> Any:
+    """The plan's teacher as a synthesis client: an `endpoint:NAME` at OPENAI_BASE_URL, else in-process."""
+    from stratos_agent.tools.teachers import make_teacher
+
+    if teacher.startswith("endpoint:"):
+        return make_teacher(endpoint=get_settings().openai_base_url, model_name=teacher.removeprefix("endpoint:"))
+    return make_teacher(teacher)
 
 
 # ----------------------------------------------------------------------------- training
@@ -135,19 +150,31 @@ def train_estimate(ctx: ToolContext, args: TrainStudentArgs) -> CostEstimate:
     return stage_cost(ctx, "cost_training_usd", (args.max_steps or planned) / planned)
 
 
+def train_on_from(state: Any) -> tuple[int, str | None]:
+    """(round, weights to start from): round 0 is the planned training; each 'train on' decision of the
+    result gate starts a further round from the last round's weights."""
+    rounds = [a for a in state.get("adaptations") or [] if a.get("decision") == "train on"]
+    return len(rounds), rounds[-1]["model_dir"] if rounds else None
+
+
 def train_key(state: Any) -> Any:
     point = state["plan"].chosen
-    return [state["dataset"].card.fingerprint, point.model_dump(include={"student", "teacher", "strategy", "lora_rank"})]
+    return [state["dataset"].card.fingerprint, point.model_dump(include={"student", "teacher", "strategy", "lora_rank"}),
+            train_on_from(state)]
 
 
 def train_config(ctx: ToolContext, args: TrainStudentArgs) -> TrainConfig:
     from stratos_agent.tools.train import config_from_plan
 
     sizes = local_sizes()
-    return config_from_plan(ctx.need("plan"), ctx.need("dataset"), recipe_for(ctx.spec.task),
-                            run_name=f"{ctx.state.get('thread_id', 'run')}-student", max_steps=args.max_steps,
-                            learning_rate=args.learning_rate, save_steps=sizes.save_steps,
-                            time_limit_s=sizes.train_minutes * 60 if ctx.runs_locally else None)
+    config = config_from_plan(ctx.need("plan"), ctx.need("dataset"), recipe_for(ctx.spec.task),
+                              run_name=f"{ctx.state.get('thread_id', 'run')}-student", max_steps=args.max_steps,
+                              learning_rate=args.learning_rate, save_steps=sizes.save_steps,
+                              time_limit_s=sizes.train_minutes * 60 if ctx.runs_locally else None)
+    round_, start = train_on_from(ctx.state)
+    if start is None:
+        return config
+    return config.model_copy(update={"base_model": start, "run_name": f"{config.run_name}-r{round_}"})
 
 
 def run_train(ctx: ToolContext, args: TrainStudentArgs) -> ToolOutcome:
@@ -159,7 +186,8 @@ def run_train(ctx: ToolContext, args: TrainStudentArgs) -> ToolOutcome:
         cloud = ctx.run_dir / "cloud"
         request = launch_specs.training_from_plan(ctx.need("plan"), config, cloud)
         launch_specs.cloud_stop("train", request, ctx.chosen.server, cloud)  # type: ignore[union-attr]
-    student = trainer.train(config, run_dir=ctx.run_dir / "train")
+    round_, _ = train_on_from(ctx.state)
+    student = trainer.train(config, run_dir=ctx.run_dir / ("train" if round_ == 0 else f"train-r{round_}"))
     return ToolOutcome(student, {"model_dir": str(student.model_dir), "method": student.method_detail,
                                  "steps": student.global_step, "train_loss": student.train_loss,
                                  "resumed_from_step": student.resumed_from_step,
@@ -189,6 +217,7 @@ def run_evaluate(ctx: ToolContext, args: EvaluateStudentArgs) -> ToolOutcome:
 
 def run_deploy(ctx: ToolContext, args: DeployStudentArgs) -> ToolOutcome:
     from stratos_agent.tools import deploy, launch_specs
+    from stratos_agent.tools.load_test import load_test
     from stratos_agent.tools.survey import planned_spec
 
     model: StudentModel = ctx.need("model")
@@ -200,10 +229,18 @@ def run_deploy(ctx: ToolContext, args: DeployStudentArgs) -> ToolOutcome:
     with CONSOLE.status("deploying the student") as status:
         dep = deploy.deploy_local(model.model_dir, port=args.port, task=ctx.spec.task.split(":")[0],
                                   name=str(ctx.state.get("thread_id", "student")), on_status=status.update)
+        status.update("measuring the endpoint's latency with the task's prompts")
+        spec, recipe = ctx.spec, recipe_for(ctx.spec.task)
+        latency = load_test(dep.base_url, dep.model, recipe.pack(spec.task, "student"),
+                            concurrency=spec.traffic.concurrency, max_tokens=recipe.student_tokens,
+                            api_key=dep.generated_api_key)
+    dep = dep.model_copy(update={"load_test": latency})
     smoke = dep.smoke
     return ToolOutcome(dep, {"base_url": dep.base_url, "model": dep.model, "reused": dep.reused,
                              "smoke_ok": smoke.ok if smoke else None,
-                             "smoke_latency_ms": round(smoke.latency_s * 1000, 1) if smoke and smoke.latency_s else None})
+                             "smoke_latency_ms": round(smoke.latency_s * 1000, 1) if smoke and smoke.latency_s else None,
+                             "measured_p95_ms": latency.p95_ms,
+                             "plan_p95_ms": ctx.chosen.p95_ms if ctx.chosen else None})
 
 
 def default_toolset(runners: dict[str, Any] | None = None) -> Toolset:
@@ -229,7 +266,7 @@ def default_toolset(runners: dict[str, Any] | None = None) -> Toolset:
              key_inputs=train_key),
         spec("evaluate_student", run_evaluate, args=EvaluateStudentArgs, record=Comparison, produces="eval",
              requires=("model", "dataset"), suggest=lambda ctx: {"n": local_sizes().eval_n},
-             key_inputs=lambda s: [str(s["model"].model_dir), str(s["dataset"].path)]),
+             key_inputs=lambda s: [str(s["model"].model_dir), s["model"].config_fingerprint, str(s["dataset"].path)]),
         spec("deploy_student", run_deploy, args=DeployStudentArgs, record=Deployment, produces="deployment",
              requires=("model", "eval"), estimate=lambda ctx, args: stage_cost(ctx, "cost_serving_usd"),
              needs_deploy_approval=True, key_inputs=lambda s: str(s["model"].model_dir)),

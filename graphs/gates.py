@@ -12,6 +12,8 @@ from stratos_agent.graphs.nodes import AgentRuntime, event, now, pending_calls, 
 from stratos_agent.graphs.toolset import ToolContext
 
 from stratos_agent.errors import StratosError
+from stratos_agent.ledger import Ledger
+from stratos_agent.records.evaluation import Adaptation
 from stratos_agent.records.plans import PlanPoint
 from stratos_agent.request_parser import apply_edits, parse_key_values
 from stratos_agent.state import AgentState
@@ -50,15 +52,40 @@ class GateNodes:
         return self._gate(state, "plan", payload)
 
     def approve_deploy(self, state: AgentState) -> Command:
-        result = state["eval"]
-        model = state["model"]
-        assert result is not None and model is not None  # the route only comes here after an evaluation
+        """The result gate, then the deployment approval: a student that misses the goal trains on while
+        that can help and is allowed, else stops undeployed unless a human (or --deploy-anyway) decides."""
+        from stratos_agent.tools.goal import check_goal, next_adaptation
+
+        result, model, spec = state["eval"], state["model"], state["spec"]
+        assert result is not None and model is not None and spec is not None  # the route comes here after eval
+        plan = state.get("plan")
+        check = check_goal(spec, result, plan.chosen if plan else None)
+        update: dict[str, Any] = {"goal": check}
+        if not check.met and not state.get("deploy_anyway"):  # an explicit decision: no more rounds
+            history = [Adaptation.model_validate(a) for a in state.get("adaptations") or []]
+            ledger = Ledger.from_state(spec.constraints.budget_usd, state.get("ledger"))
+            deadline = spec.constraints.deadline_hours
+            decision = next_adaptation(
+                check, history, model_dir=str(model.model_dir), train_seconds=model.train_seconds,
+                deadline_s=deadline * 3600 if deadline else None, budget_left_usd=ledger.remaining_usd,
+                round_cost_usd=plan.chosen.cost_training_usd if plan and plan.chosen else 0.0,
+            )
+            update["adaptations"] = [*(state.get("adaptations") or []), decision.model_dump(mode="json")]
+            update["events"] = [*(state.get("events") or []), event("result_gate", **decision.model_dump(mode="json"))]
+            not_deployed = [tool_error(c, f"not deployed: {decision.reason}", "gate") for c in pending_calls(state)]
+            if decision.decision == "train on":
+                return Command(goto="planner", update={**update, "model": None, "eval": None,
+                                                       "messages": not_deployed})
+            if state.get("auto_approve"):
+                return Command(goto="report", update={**update, "messages": not_deployed, "status": "needs_input"})
         deploy = next(t for t in self.rt.toolset.specs.values() if t.needs_deploy_approval)
         ctx = ToolContext(state=state, run_dir=Path(state["run_dir"]))
         payload = {
             "gate": "deploy",
             "thread_id": state.get("thread_id"),
-            "question": "Deploy the student as a live endpoint?",
+            "question": "Deploy the student as a live endpoint?" if check.met else
+            "The student MISSES the goal. Deploy it anyway (approve), or keep it undeployed (reject / edit)?",
+            "goal": check.model_dump(mode="json"),
             "eval": {
                 "n": result.n,
                 "student_accuracy": result.student.exact_match,
@@ -69,26 +96,32 @@ class GateNodes:
             },
             "endpoint": {"model_path": str(model.model_dir), **(deploy.suggest(ctx) if deploy.suggest else {})},
         }
-        return self._gate(state, "deploy", payload)
+        note = "" if check.met else "deployed although the result misses the goal"
+        return self._gate(state, "deploy", payload, update, auto_note=note)
 
-    def _gate(self, state: AgentState, gate: str, payload: dict[str, Any]) -> Command:
+    def _gate(
+        self, state: AgentState, gate: str, payload: dict[str, Any], update: dict[str, Any] | None = None,
+        auto_note: str = "",
+    ) -> Command:
         approvals = dict(state.get("approvals") or {})
+        update = update or {}
         if state.get("auto_approve"):
-            approvals[gate] = {"decision": "approve", "auto": True, "at": now()}
-            return Command(goto="tools", update={"approvals": approvals, "status": "running"})
+            approvals[gate] = {"decision": "approve", "auto": True, "at": now(), "note": auto_note}
+            return Command(goto="tools", update={**update, "approvals": approvals, "status": "running"})
         decision, changes, note = parse_decision(interrupt(payload))
         plan = state.get("plan")
         if decision == "approve" and gate == "plan" and plan is not None and not plan.feasible:
             decision, note = "reject", "an infeasible plan cannot be approved; edit the constraints instead"
         if decision == "approve":
-            approvals[gate] = {"decision": "approve", "auto": False, "at": now(), "note": note}
-            return Command(goto="tools", update={"approvals": approvals, "status": "running"})
+            approvals[gate] = {"decision": "approve", "auto": False, "at": now(), "note": note or auto_note}
+            return Command(goto="tools", update={**update, "approvals": approvals, "status": "running"})
         pending = pending_calls(state)
         if decision == "reject":
             approvals[gate] = {"decision": "reject", "auto": False, "at": now(), "note": note}
             msgs = [tool_error(c, f"the user rejected the {gate}{': ' + note if note else ''}", "rejected")
                     for c in pending]
-            return Command(goto="report", update={"approvals": approvals, "messages": msgs, "status": "rejected"})
+            return Command(goto="report", update={**update, "approvals": approvals, "messages": msgs,
+                                                  "status": "rejected"})
         try:
             spec = apply_edits(state["spec"], changes)  # type: ignore[arg-type]
         except StratosError as exc:  # ask again, saying what was wrong with the edit

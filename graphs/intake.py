@@ -25,6 +25,8 @@ def replan_update(
     update = {
         "spec": spec,
         **{slot: None for slot in stages if slot != "servers"},
+        "goal": None,
+        "adaptations": [],
         "approvals": {},
         "errors": {},
         "events": [*(state.get("events") or []), event("edit", source=source, changes=changes)],

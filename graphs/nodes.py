@@ -114,11 +114,14 @@ class PlannerNodes:
 
     def report(self, state: AgentState) -> dict[str, Any]:
         status = state.get("status")
+        plan, goal = state.get("plan"), state.get("goal")
         if status != "rejected":
             if state.get("deployment") is not None:
                 status = "done"
             elif asked_question(state) is not None or answered_question(state):
                 status = "paused"  # the planner answered a chat question; `stratos chat` continues the run
+            elif (plan is not None and not plan.feasible) or (goal is not None and not goal.met):
+                status = "needs_input"  # an infeasible spec or a missed goal: a question for the user
             else:
                 status = "failed"
         paths = self.rt.write_report({**state, "status": status}, Path(state["run_dir"]))  # type: ignore[typeddict-item]

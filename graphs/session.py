@@ -57,7 +57,11 @@ class RunOutcome:
             "plan_why": plan.why if plan else None,
             "student_accuracy": result.student.exact_match if result else None,
             "teacher_accuracy": result.teacher.exact_match if result and result.teacher else None,
+            "goal": v["goal"].model_dump(mode="json") if v.get("goal") else None,
+            "adaptations": v.get("adaptations") or [],
             "endpoint": {"base_url": dep.base_url, "model": dep.model} if dep else None,
+            "endpoint_p95_ms": dep.load_test.p95_ms if dep and dep.load_test else None,
+            "plan_p95_ms": plan.chosen.p95_ms if plan and plan.chosen else None,
             "report": (v.get("report") or {}).get("html"),
             "approvals_auto_skipped": v.get("auto_approve", False),
             "run_dir": v.get("run_dir"),
@@ -107,6 +111,7 @@ class AgentSession:
         request: str | None = None,
         spec: DistillationSpec | dict | None = None,
         auto_approve: bool = False,
+        deploy_anyway: bool = False,
     ) -> RunOutcome:
         if self.exists():
             raise InputError(f"run {self.thread_id} already exists in {self.run_dir}; use `stratos resume`")
@@ -123,7 +128,8 @@ class AgentSession:
             "auto_approve": auto_approve,
         }
         (self.run_dir / RUN_INFO).write_text(json.dumps(info, indent=1))
-        state = initial_state(self.thread_id, str(self.run_dir), request or "", spec_record, auto_approve)
+        state = initial_state(self.thread_id, str(self.run_dir), request or "", spec_record, auto_approve,
+                              deploy_anyway)
         return self._invoke(state)
 
     def resume(self, answer: Any = None) -> RunOutcome:

@@ -13,7 +13,7 @@ from langchain_core.messages import AnyMessage
 
 from stratos_agent.records.data import DatasetRef
 from stratos_agent.records.deployment import Deployment
-from stratos_agent.records.evaluation import Comparison
+from stratos_agent.records.evaluation import Comparison, GoalCheck
 from stratos_agent.records.plans import PairTable, Plan
 from stratos_agent.records.servers import ServerSurvey
 from stratos_agent.records.training import StudentModel
@@ -30,6 +30,7 @@ RECORD_TYPES: tuple[type, ...] = (
     DatasetRef,
     StudentModel,
     Comparison,
+    GoalCheck,
     Deployment,
 )
 
@@ -66,6 +67,9 @@ class AgentState(TypedDict, total=False):
     model: StudentModel | None
     eval: Comparison | None
     deployment: Deployment | None
+    goal: GoalCheck | None  # the result gate's check of the current evaluation
+    adaptations: list[dict[str, Any]]  # the result gate's decisions (records.evaluation.Adaptation dumps)
+    deploy_anyway: bool  # an explicit decision to deploy even when the result misses the goal
     approvals: dict[str, Approval]  # "plan" / "deploy"
     ledger: list[dict[str, Any]]  # stratos_agent.ledger.LedgerEntry dumps
     auto_approve: bool
@@ -84,6 +88,7 @@ def initial_state(
     request: str = "",
     spec: DistillationSpec | None = None,
     auto_approve: bool = False,
+    deploy_anyway: bool = False,
 ) -> AgentState:
     return AgentState(
         thread_id=thread_id,
@@ -98,6 +103,9 @@ def initial_state(
         model=None,
         eval=None,
         deployment=None,
+        goal=None,
+        adaptations=[],
+        deploy_anyway=deploy_anyway,
         approvals={},
         ledger=[],
         auto_approve=auto_approve,

@@ -121,3 +121,13 @@ def test_local_teacher_left_padding_matches_unbatched():
     batched = teacher.generate(prompts, max_new_tokens=12)
     single = [teacher.generate([p], max_new_tokens=12)[0] for p in prompts]
     assert batched == single and all(batched)
+
+
+def test_plan_strategy_and_probe_choose_the_synthesis_mode() -> None:
+    from stratos_agent.tools.synth import choose_mode
+
+    assert choose_mode("injection", "endpoint:big", 0.9) == "solver"  # the solver is exact: no teacher needed
+    assert choose_mode("alignment-seq", "endpoint:big", 0.8) == "teacher"  # a competent endpoint writes rationales
+    assert choose_mode("alignment-seq", "endpoint:big", 0.2) == "forward"  # one that failed its probe does not
+    assert choose_mode("alignment-seq", "endpoint:big", None) == "forward"
+    assert choose_mode("alignment-logit", "smollm2-135m", 0.9) == "forward"  # in-process teachers answer forward

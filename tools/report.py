@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stratos_agent.tools.outcome import outcome_lines
 from stratos_agent.tools.planning import front_png
 from stratos_agent.tools.report_plots import accuracy_png, ledger_png, loss_png
 
@@ -151,6 +152,10 @@ def write_report(state: Mapping[str, Any], out_dir: str | Path) -> dict[str, str
             "Approvals were AUTO-SKIPPED (--yes / auto_approve): "
             "no human approved the plan or the deployment."
         )
+
+    doc.heading("Outcome")
+    for line in outcome_lines(state):
+        doc.para(line)
 
     doc.heading("Request and spec")
     doc.para(f"Request: {state.get('request') or (spec.request if spec else None) or '-'}")

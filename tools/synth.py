@@ -62,6 +62,19 @@ class SynthProgress:
 Distribution = Mapping[Hashable, float] | str | None
 
 
+TEACHER_MODE_MIN_PROBE = 0.5  # an endpoint teacher that answers at least half its probe writes rationales
+
+
+def choose_mode(strategy: str, teacher: str, probe_accuracy: float | None) -> SynthMode:
+    """How a plan's data is made: the task's solver writes it for knowledge injection; otherwise the plan's
+    teacher does, as verified rationales for known answers ('teacher', reverse synthesis) when it is an
+    endpoint that passed its probe, else as verified forward answers ('forward')."""
+    if strategy == "injection":
+        return "solver"
+    passes = probe_accuracy is not None and probe_accuracy >= TEACHER_MODE_MIN_PROBE
+    return "teacher" if teacher.startswith("endpoint:") and passes else "forward"
+
+
 def _chunk_seed(seed: int, chunk: int) -> int:
     return int.from_bytes(hashlib.sha256(f"synth:{seed}:{chunk}".encode()).digest()[:8], "big")
 

@@ -11,6 +11,7 @@ A run lives in `<runs_dir>/<run_name>/`:
     adapter/               the LoRA adapter alone (LoRA runs)
     model/                 plain HF folder (LoRA merged), tokenizer, chat template, README.md card
     student.json           the StudentModel record, written last: its presence means "finished"
+With `config.stream` the run is a stream of fresh verified items instead (tools/stream_train.py).
 """
 
 from __future__ import annotations
@@ -257,6 +258,11 @@ def train(
     if done is not None:
         console.print(f"[green]{run_dir}: already trained ({done.global_step} steps); reusing it")
         return done
+    if config.stream:  # solver-backed pack: fresh verified batches; config.data gives the held-out keys
+        from stratos_agent.tools.stream_train import stream_train
+
+        _claim_run_dir(run_dir, config)
+        return stream_train(config, run_dir=run_dir, console=console)
     apply_thread_settings(config.threads)
     base_dir = local_model_path(config.base_model)
     method, detail, fallback, teacher_dir = config.method, f"{config.method}", None, None

@@ -1,11 +1,15 @@
-"""Trainer callbacks every Stratos run gets: rich progress, metrics CSV + loss PNG, time limit, peak RSS."""
+"""Trainer callbacks every Stratos run gets: rich progress, metrics CSV + loss PNG, time limit, peak RSS,
+and the learning curve (validation exact match vs examples seen) that feeds the calibration store."""
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 import resource
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -184,3 +188,151 @@ class TimeLimitCallback(TrainerCallback):
             self.stopped_early = True
             control.should_training_stop = True
             control.should_save = True
+
+
+class CurveCallback(TrainerCallback):
+    """Learning curve of the run: every `every_steps` optimizer steps (and at the first step of a fresh
+    run, and at the end) greedy-decode the fixed validation `items` with the model being trained, score
+    them with the pack's verifier (`pack.score(...)["exact"]`) and append a CurvePoint; at the end of
+    training, write the LearningCurve to the calibration store (tools/calibration.py).
+
+    `batch_size` = examples per optimizer step (batch x grad accumulation x devices); `method` a
+    canonical key (`calibration.method_key`). Validation time is excluded from `seconds` and from the
+    recorded throughput. `path` holds the stored file after the run (None when nothing was recorded).
+    """
+
+    def __init__(
+        self,
+        pack,
+        items: Sequence,
+        *,
+        every_steps: int,
+        max_new_tokens: int,
+        task: str,
+        student: str,
+        method: str,
+        batch_size: int,
+        lr: float,
+        run: str,
+        eval_batch_size: int = 32,
+        at_start: bool = True,
+        kind: str = "run",
+        record: bool = True,
+    ) -> None:
+        if every_steps <= 0 or not items:
+            raise ValueError("CurveCallback needs every_steps > 0 and at least one validation item")
+        self.pack, self.items = pack, list(items)
+        self.every_steps, self.max_new_tokens = every_steps, max_new_tokens
+        self.task, self.student, self.method, self.run = task, student, method, run
+        self.batch_size, self.lr, self.kind = batch_size, lr, kind
+        self.eval_batch_size, self.at_start, self.record = eval_batch_size, at_start, record
+        self.points: list = []
+        self.path: Path | None = None
+        self._t0 = 0.0
+        self._val_s = 0.0
+        self._start_examples = 0
+        self._load0 = 0.0
+        self._hardware = ""
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        from stratos_agent.tools.machine_peaks import hardware_fingerprint
+
+        self._hardware = hardware_fingerprint().key
+        self._start_examples = state.global_step * self.batch_size
+        self._load0 = os.getloadavg()[0]
+        self._t0, self._val_s = time.monotonic(), 0.0
+        if self.at_start and state.global_step == 0:
+            self._point(state, model, processing_class)
+
+    def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if state.global_step % self.every_steps == 0:
+            self._point(state, model, processing_class)
+
+    def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if not self.points or self.points[-1].examples != state.global_step * self.batch_size:
+            self._point(state, model, processing_class)
+        curve = self.curve()
+        if curve is not None and self.record:
+            from stratos_agent.tools.calibration import record_curve
+
+            self.path = record_curve(curve)
+
+    def curve(self):
+        """The LearningCurve so far; None before any training step was timed."""
+        from stratos_agent.records.calibration import LearningCurve
+
+        trained = [p for p in self.points if p.seconds > 0 and p.examples > self._start_examples]
+        if not trained:
+            return None
+        last = trained[-1]
+        return LearningCurve(
+            task=self.task, student=self.student, method=self.method, hardware=self._hardware,
+            examples_per_s=(last.examples - self._start_examples) / last.seconds, points=list(self.points),
+            batch_size=self.batch_size, learning_rate=self.lr, kind=self.kind, run=self.run,
+            created=datetime.now(UTC).isoformat(timespec="seconds"), start_examples=self._start_examples,
+            validation=f"{len(self.items)} items, greedy, {self.max_new_tokens} new tokens",
+            load_avg=round((self._load0 + os.getloadavg()[0]) / 2, 2),
+        )
+
+    def _point(self, state, model, tokenizer) -> None:
+        from stratos_agent.records.calibration import CurvePoint
+
+        trained_s = time.monotonic() - self._t0 - self._val_s
+        v0 = time.monotonic()
+        exact = self.exact_match(model, tokenizer)
+        self._val_s += time.monotonic() - v0
+        self.points.append(CurvePoint(examples=state.global_step * self.batch_size, exact=exact,
+                                      n=len(self.items), seconds=round(max(0.0, trained_s), 3)))
+
+    def exact_match(self, model, tokenizer) -> float:
+        """Greedy exact match of `model` on the validation items (left-padded batches, chat template)."""
+        import torch
+
+        texts = [tokenizer.apply_chat_template(self.pack.chat_messages(it), tokenize=False,
+                                               add_generation_prompt=True) for it in self.items]
+        was_training, side = model.training, tokenizer.padding_side
+        model.eval()
+        tokenizer.padding_side = "left"
+        outputs: list[str] = []
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(texts), self.eval_batch_size):
+                    batch = tokenizer(texts[start:start + self.eval_batch_size], return_tensors="pt",
+                                      padding=True, add_special_tokens=False).to(model.device)
+                    out = model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                         use_cache=True, pad_token_id=tokenizer.pad_token_id,
+                                         top_p=None, top_k=None, temperature=None)
+                    outputs += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
+                                                      skip_special_tokens=True)
+        finally:
+            tokenizer.padding_side = side
+            model.train(was_training)
+        hits = sum(bool(self.pack.score(it, text)["exact"]) for it, text in zip(self.items, outputs, strict=True))
+        return hits / len(self.items)
+
+
+VALIDATION_SEED = 7_777  # validation items: a stream of their own, apart from the synthesis seeds
+
+
+def curve_callback_for(config, *, n_items: int = 48, every_steps: int | None = None,
+                       run: str | None = None) -> CurveCallback | None:
+    """The CurveCallback for a TrainConfig: its task pack as the student sees it (tools' recipe), `n_items`
+    fresh items even over the difficulty buckets, one point every ~1/8 of the run (>= 10 steps) when
+    the step count is known. None when the config names no task pack (nothing to verify with)."""
+    from stratos_agent.tools.calibration import method_key
+
+    from stratos_agent.tasks.recipes import recipe_for
+
+    if not config.task or config.task.startswith("jsonl"):
+        return None
+    recipe = recipe_for(config.task)
+    pack = recipe.pack(config.task, "student")
+    items = pack.sample(n_items, seed=VALIDATION_SEED, distribution="even" if pack.difficulty_buckets else None)
+    rank = config.lora_r if config.lora else 0
+    method = method_key(rank).replace("sft", config.method, 1)  # 'sft-lora16'; 'distill-full', 'grpo-lora16', ...
+    steps = every_steps or max(10, config.max_steps // 8 if config.max_steps > 0 else 25)
+    return CurveCallback(
+        pack, items, every_steps=steps, max_new_tokens=recipe.student_tokens, task=config.task.split(":")[0],
+        student=config.base_model, method=method, batch_size=config.batch_size * config.grad_accum,
+        lr=config.learning_rate, run=run or config.run_name,
+    )

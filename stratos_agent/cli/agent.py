@@ -119,7 +119,12 @@ def _ask(payload: dict[str, Any]) -> Any:
     return Prompt.ask("approve / reject / edit KEY=VALUE ...", default="approve")
 
 
+NEEDS_INPUT_EXIT = 3  # the run stopped with a question (infeasible spec, missed goal): nothing was deployed
+
+
 def _finish(outcome: Any, as_json: bool) -> None:
+    from stratos_agent.tools.outcome import outcome_lines
+
     summary = outcome.summary()
     if as_json:
         print(json.dumps(summary, default=str))
@@ -135,14 +140,14 @@ def _finish(outcome: Any, as_json: bool) -> None:
             console.print(f"run [bold]{outcome.thread_id}[/] is waiting: `stratos {command}`")
         else:
             console.print(f"run [bold]{outcome.thread_id}[/]: status [bold]{outcome.status}[/]")
-            if summary.get("endpoint"):
-                console.print(
-                    f"endpoint: {summary['endpoint']['base_url']} model {summary['endpoint']['model']}"
-                )
+            for line in outcome_lines({**outcome.values, "status": outcome.status})[1:]:
+                console.print(line.replace("THREAD", outcome.thread_id), highlight=False)
             if summary.get("report"):
                 console.print(f"report: {summary['report']}")
     if outcome.status == "failed":
         raise typer.Exit(1)
+    if outcome.status == "needs_input":
+        raise typer.Exit(NEEDS_INPUT_EXIT)
 
 
 def _drive(session: Any, outcome: Any, as_json: bool) -> Any:
@@ -173,6 +178,15 @@ def run(
             "(scripted runs; the report says approvals were skipped).",
         ),
     ] = False,
+    deploy_anyway: Annotated[
+        bool,
+        typer.Option(
+            "--deploy-anyway",
+            help="With --yes: deploy even when the evaluated student misses the goal, without adaptation "
+            "rounds (the result gate otherwise trains on while it helps, then stops before deploying with "
+            "exit code 3 and says why).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     thread: Annotated[
         str | None, typer.Option("--thread", help="Thread id to use (default: generated).")
@@ -181,7 +195,13 @@ def run(
     planner_base_url: PlannerUrlOpt = None,
     checkpoint: CheckpointOpt = None,
 ) -> None:
-    """Run the whole lifecycle: plan, (approve), synthesise, train, evaluate, (approve), deploy, report.
+    """Run the whole lifecycle: plan, (approve), synthesise, train, evaluate, result gate, (approve),
+    deploy, report.
+
+    The result gate checks the evaluated student against the goal (min accuracy when given, else: beat
+    every trivial baseline and the teacher, 95% lower bound above the best baseline; and the p95 target).
+    A miss trains on while rounds, budget and deadline allow, then stops undeployed with the reasons
+    (exit code 3); `--yes` never deploys a student that misses the goal, `--deploy-anyway` does.
 
     Example: `stratos run "a model that lists Mahjong winning tiles, under $20, p95 under 300 ms" --yes`
     """
@@ -210,7 +230,7 @@ def run(
     )
     if not as_json:
         console.print(f"run [bold]{session.thread_id}[/] in {session.run_dir}")
-    outcome = session.start(request=request, spec=spec, auto_approve=yes)
+    outcome = session.start(request=request, spec=spec, auto_approve=yes, deploy_anyway=deploy_anyway)
     _finish(_drive(session, outcome, as_json), as_json)
 
 
@@ -340,8 +360,12 @@ def _print_status(outcome: Any) -> None:
 
     from stratos_agent.graphs.session import lifecycle_stages
 
+    from stratos_agent.tools.outcome import outcome_lines
+
     v = outcome.values
     console.print(f"run [bold]{outcome.thread_id}[/]: [bold]{outcome.status}[/]  ({v.get('run_dir')})")
+    for line in outcome_lines({**v, "status": outcome.status})[1:]:
+        console.print(line.replace("THREAD", outcome.thread_id), highlight=False)
     done = set(outcome.done())
     table = Table("stage", "finished")
     for stage in lifecycle_stages():

@@ -69,6 +69,19 @@ class SmokeResult(BaseModel):
     error: str | None = None
 
 
+class LoadTest(BaseModel):
+    """Latency of a live endpoint under the spec's concurrency, with the task's real prompts."""
+
+    requests: int
+    concurrency: int
+    p50_ms: float
+    p95_ms: float
+    errors: int = 0
+    prompt_tokens: float | None = Field(default=None, description="Mean prompt tokens the server reported.")
+    output_tokens: float | None = Field(default=None, description="Mean completion tokens the server reported.")
+    wall_s: float
+
+
 class Deployment(BaseModel):
     """A local OpenAI-compatible endpoint that Stratos started, saved as `deployment.json`."""
 
@@ -95,6 +108,7 @@ class Deployment(BaseModel):
     restarted: bool = Field(default=False, description="The previous server of this name had died.")
     launch: LaunchSpec
     smoke: SmokeResult | None = None
+    load_test: LoadTest | None = Field(default=None, description="p50/p95 measured on the live endpoint.")
     # A key generated for this launch, handed to the caller once; private attributes are never dumped.
     _generated_api_key: str | None = PrivateAttr(default=None)
 

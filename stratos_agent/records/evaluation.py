@@ -102,3 +102,37 @@ class Comparison(BaseModel):
         if self.student_over_teacher is not None:
             lines += ["", f"Student / teacher: {self.student_over_teacher:.2f}x"]
         return "\n".join(lines)
+
+
+class GoalCheck(BaseModel):
+    """The result gate: a measured result against the user's goal, before anything goes live.
+
+    The goal is `min_accuracy` when the user gave one; otherwise beating every trivial baseline and the
+    teacher, with the 95% interval's lower bound above the best baseline. Latency is the plan's p95
+    (measured on this machine or modelled, as the plan says) against the spec's target."""
+
+    met: bool
+    accuracy: float
+    accuracy_low: float
+    accuracy_high: float
+    n: int
+    goal: str = Field(description="The goal in words, e.g. 'exact match >= 40%'.")
+    target: float = Field(description="What the accuracy (min_accuracy) or its lower bound (baselines) must pass.")
+    best_baseline: str | None = None
+    best_baseline_accuracy: float | None = None
+    teacher_accuracy: float | None = None
+    p95_ms: float | None = Field(default=None, description="The p95 the latency goal was checked with.")
+    p95_source: str | None = None
+    p95_target_ms: float | None = None
+    reasons: list[str] = Field(default_factory=list, description="Each condition, met or missed, in words.")
+
+
+class Adaptation(BaseModel):
+    """One recorded decision of the result gate."""
+
+    round: int = Field(description="1 = the first round after the planned training.")
+    decision: str = Field(description="'train on' or 'stop'.")
+    reason: str
+    model_dir: str | None = Field(default=None, description="The weights the next round starts from.")
+    accuracy: float
+    train_seconds: float = Field(default=0.0, description="Training time of the round that was judged.")

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from stratos_agent.records.calibration import LearningCurve
+
 Method = Literal["sft", "grpo", "distill"]
 DistillMode = Literal["auto", "logit", "sequence"]
 
@@ -67,11 +69,31 @@ class TrainConfig(BaseModel):
     reward_weights: dict[str, float] = Field(
         default_factory=lambda: {"exact": 1.0, "partial": 0.5, "format": 0.2}
     )
+    # Streaming (tools/stream_train.py): solver-backed packs only; every step a fresh batch of verified
+    # items, none whose canonical key is in `data`'s val/test splits. Full fine-tune (lora must be off).
+    stream: bool = Field(default=False, description="Train on a fresh stream of verified items, not on `data`.")
+    examples_budget: int | None = Field(default=None, description="Stream: stop after this many examples.")
+    stream_mix: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Stream: share of items from the pack's natural generator; the rest even over difficulty.",
+    )
+    eval_every: int = Field(default=4096, gt=0, description="Stream: validation exact match every N examples.")
+    eval_n: int = Field(default=200, gt=0, description="Stream: validation items per learning-curve point.")
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes the trained weights (threads and time limit do not)."""
-        payload = self.model_dump(mode="json", exclude={"threads", "time_limit_s", "logging_steps"})
+        """Hash of everything that changes the trained weights (threads, time limit, eval cadence do not).
+
+        The stream fields enter only when `stream` is on, so configs written before they existed keep
+        their fingerprint."""
+        payload = self.model_dump(mode="json", exclude={"threads", "time_limit_s", "logging_steps", *_EVAL_ONLY})
+        if not self.stream:
+            for name in _STREAM_FIELDS:
+                payload.pop(name)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_STREAM_FIELDS = ("stream", "examples_budget", "stream_mix")
+_EVAL_ONLY = ("eval_every", "eval_n")
 
 
 class MemoryEstimate(BaseModel):
@@ -121,4 +143,10 @@ class StudentModel(BaseModel):
     metrics_csv: Path
     loss_png: Path | None = None
     fallback_reason: str | None = Field(default=None, description="Why logit KD fell back to sequence KD.")
+    streamed_examples: int | None = Field(
+        default=None, description="Stream runs: verified examples drawn and trained on (see stream_card.json)."
+    )
+    learning_curve: LearningCurve | None = Field(
+        default=None, description="Stream runs: validation exact match against examples seen."
+    )
     config: TrainConfig

@@ -9,14 +9,19 @@ A pack carries the domain (ARCHITECTURE.md "Task packs carry the domain"):
 - grading: `parse_answer` (forgiving of noise, never guessing: None means unparsable and scores
   wrong), `verify`, `score` (exact, partial f1, format_ok);
 - data hygiene: `difficulty`, `difficulty_bucket`, `canonical_key` (duplicate / leakage checks),
-  public JSONL read/write.
+  public JSONL read/write; `VerifiedStream` draws fresh verified batches (held-out keys dropped) for
+  training bounded by time or examples instead of a fixed dataset;
+- compact notation: `closed_vocabulary` (optional) lists the symbols of prompts and answers, from which
+  a micro student's task tokenizer is built.
 
 Answers, questions and metadata are JSON values so a `TaskItem` round-trips through JSONL.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -221,6 +226,15 @@ class BaseTaskPack(ABC):
             )
         return style
 
+    def closed_vocabulary(self) -> list[str] | None:
+        """The symbols every prompt (`render_prompt`) and answer line (`format_answer`) is written in, when
+        that set is closed (a solver-backed pack with a compact notation); None otherwise (the default).
+
+        A micro student's tokenizer is built from it (`tools/micro_student.py`): one token per symbol,
+        longest match first, so the list may hold words (`"Hand:"`) next to single characters.
+        """
+        return None
+
     # --- grading ------------------------------------------------------------------------------
     @abstractmethod
     def parse_answer(self, text: str) -> Any | None:
@@ -305,6 +319,45 @@ def read_items(path: str | Path) -> list[TaskItem]:
 def write_items(items: Iterable[TaskItem], path: str | Path) -> int:
     """Write `TaskItem` rows (task, question, answer, meta) as JSONL (atomic)."""
     return write_rows(path, (it.model_dump(mode="json") for it in items))
+
+
+_MAX_DRAWS = 50  # stream draws per batch before giving up (everything held out: a configuration error)
+
+
+class VerifiedStream:
+    """Fresh solver-labelled items: a `natural_share` from the pack's own generator, the rest even over its
+    difficulty buckets; held-out keys are dropped (and counted). Step k's batch depends only on
+    (seed, k), so a resumed run draws exactly what the lost steps would have drawn."""
+
+    def __init__(self, pack: TaskPack, *, seed: int, natural_share: float, exclude: set[str]) -> None:
+        self.pack, self.seed, self.natural_share, self.exclude = pack, seed, natural_share, exclude
+        self.dropped = 0
+
+    def _seed(self, *parts: object) -> int:
+        text = ":".join(map(str, ("stream", self.seed, *parts)))
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+    def _draw(self, n: int, step: int, draw: int) -> list[TaskItem]:
+        natural = round(n * self.natural_share) if self.pack.difficulty_buckets else n
+        items = self.pack.sample(natural, seed=self._seed(step, draw, "n")) if natural else []
+        if n > natural:  # an even draw of a multiple of the bucket count, then a random subset: no bias
+            k = len(self.pack.difficulty_buckets)
+            even = self.pack.sample(k * math.ceil((n - natural) / k), seed=self._seed(step, draw, "e"),
+                                    distribution="even")
+            items += random.Random(self._seed(step, draw, "s")).sample(even, n - natural)
+        return items
+
+    def batch(self, step: int, size: int) -> list[TaskItem]:
+        out: list[TaskItem] = []
+        for draw in range(_MAX_DRAWS):
+            for item in self._draw(size - len(out), step, draw):
+                if self.pack.canonical_key(item) in self.exclude:
+                    self.dropped += 1
+                else:
+                    out.append(item)
+            if len(out) == size:
+                return out
+        raise InputError(f"stream: {_MAX_DRAWS} draws could not fill a batch outside the held-out keys")
 
 
 PackFactory = Callable[[], TaskPack]

@@ -310,6 +310,13 @@ class MahjongPack(BaseTaskPack):
             f'End with "{ANSWER_PREFIX}" and the tiles (like 36m 5p), or {NONE_WORD}.'
         )
 
+    def closed_vocabulary(self) -> list[str] | None:
+        """Short prompt + compact notation only (`Hand: 456m 999p 7z` -> `Winning tiles: 7z` / `... none`):
+        the two markers, the none word, a space, the digits 1-9 and the suit letters."""
+        if self.prompt != "short" or self.notation != "compact":
+            return None
+        return ["Hand:", ANSWER_PREFIX, NONE_WORD, " ", *"123456789", *SUITS]
+
     # --- rationale ----------------------------------------------------------------------------
     def format_answer(self, answer: Sequence[str]) -> str:
         """`Winning tiles: 147m 5p` (grouped like the hand: digits are single tokens) or `... none`."""

@@ -1,0 +1,86 @@
+"""The result gate: check a measured result against the user's goal, and decide how to adapt.
+
+`check_goal` compares the evaluation (student vs teacher vs trivial baselines on held-out items) and the
+plan's p95 with the spec. `next_adaptation` says what a missed goal leads to: train on (from the last
+round's weights, for another round of the same size) while rounds, budget and deadline allow and the
+last round helped; otherwise stop before deploying, with the reasons.
+"""
+
+from __future__ import annotations
+
+from stratos_agent.records.evaluation import Adaptation, Comparison, GoalCheck
+from stratos_agent.records.plans import PlanPoint
+from stratos_agent.spec import DistillationSpec
+
+MAX_ROUNDS = 2  # adaptation rounds after the planned training: each costs as much as the first
+MIN_GAIN = 0.01  # a round that moved exact match by less than a point is not worth repeating
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def check_goal(spec: DistillationSpec, result: Comparison, point: PlanPoint | None) -> GoalCheck:
+    student = result.student
+    ci = student.exact_match_ci
+    best = max(result.baselines, key=lambda b: b.exact_match.value, default=None)
+    best_value = best.exact_match.value if best else 0.0
+    teacher = result.teacher.exact_match if result.teacher else None
+    reasons: list[str] = []
+    floor = spec.constraints.min_accuracy
+    if floor is not None:
+        goal, target = f"exact match >= {pct(floor)}", floor
+        accuracy_ok = student.exact_match >= floor
+        reasons.append(f"exact match {pct(student.exact_match)} (95% {pct(ci.low)}-{pct(ci.high)}, n={student.n}) "
+                       f"{'meets' if accuracy_ok else 'misses'} the goal of {pct(floor)}")
+    else:
+        goal, target = "beat every trivial baseline and the teacher (95% lower bound above the best baseline)", best_value
+        above_baseline = ci.low > best_value
+        reasons.append(f"95% lower bound {pct(ci.low)} is {'above' if above_baseline else 'not above'} the best "
+                       f"baseline ({best.name if best else 'none'}: {pct(best_value)})")
+        beats_teacher = teacher is None or student.exact_match > teacher
+        if teacher is not None:
+            reasons.append(f"student {pct(student.exact_match)} {'beats' if beats_teacher else 'does not beat'} "
+                           f"the teacher ({pct(teacher)})")
+        accuracy_ok = above_baseline and beats_teacher
+    p95_target = spec.constraints.p95_latency_ms
+    latency_ok = True
+    if p95_target is not None and point is not None:
+        latency_ok = point.p95_ms <= p95_target
+        reasons.append(f"p95 {point.p95_ms:,.0f} ms ({point.latency_source}) {'within' if latency_ok else 'over'} "
+                       f"the target of {p95_target:,.0f} ms")
+    return GoalCheck(
+        met=accuracy_ok and latency_ok, accuracy=student.exact_match, accuracy_low=ci.low, accuracy_high=ci.high,
+        n=student.n, goal=goal, target=target, best_baseline=best.name if best else None,
+        best_baseline_accuracy=best_value if best else None, teacher_accuracy=teacher,
+        p95_ms=point.p95_ms if point else None, p95_source=point.latency_source if point else None,
+        p95_target_ms=p95_target, reasons=reasons,
+    )
+
+
+def next_adaptation(
+    check: GoalCheck, history: list[Adaptation], *, model_dir: str, train_seconds: float,
+    deadline_s: float | None, budget_left_usd: float | None, round_cost_usd: float,
+) -> Adaptation:
+    """Train on while it can help and is allowed; otherwise stop (the caller keeps the model undeployed).
+    `train_seconds` is the judged round's training time: the next round is assumed to take as long."""
+    n = len(history) + 1
+    spent_train_seconds = sum(a.train_seconds for a in history) + train_seconds
+    why_not = []
+    if len(history) >= MAX_ROUNDS:
+        why_not.append(f"{MAX_ROUNDS} adaptation rounds done")
+    if history and check.accuracy - history[-1].accuracy < MIN_GAIN:
+        why_not.append(f"the last round moved exact match by {pct(check.accuracy - history[-1].accuracy)} "
+                       f"(< {pct(MIN_GAIN)})")
+    if deadline_s is not None and spent_train_seconds + train_seconds > deadline_s:
+        why_not.append(f"another round (~{train_seconds / 60:.0f} min) would pass the deadline "
+                       f"({deadline_s / 60:.0f} min of training, {spent_train_seconds / 60:.0f} used)")
+    if budget_left_usd is not None and round_cost_usd > budget_left_usd:
+        why_not.append(f"another round costs ${round_cost_usd:.2f}, ${budget_left_usd:.2f} is left")
+    missed = "; ".join(r for r in check.reasons)
+    if why_not:
+        return Adaptation(round=n, decision="stop", reason=f"goal missed ({missed}); not adapting: "
+                          + "; ".join(why_not), accuracy=check.accuracy, train_seconds=train_seconds)
+    return Adaptation(round=n, decision="train on", reason=f"goal missed ({missed}); training on from the last "
+                      "round's weights for another round of the same size", model_dir=model_dir,
+                      accuracy=check.accuracy, train_seconds=train_seconds)

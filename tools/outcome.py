@@ -1,0 +1,71 @@
+"""What a run came to, in a few sentences a person reads first: goal vs measured, the gate's decision and
+each adaptation, money spent, then the endpoint. The report, `stratos status` and `stratos run` lead with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from stratos_agent.records.deployment import Deployment
+from stratos_agent.records.evaluation import Comparison, GoalCheck
+from stratos_agent.records.plans import Plan
+from stratos_agent.spec import DistillationSpec
+
+
+def fmt_ms(ms: float | None) -> str:
+    """Latency as a person writes it: 248 ms, 9,000 ms, 30 s."""
+    if ms is None:
+        return "-"
+    return f"{ms / 1000:,.0f} s" if ms >= 10_000 and ms % 1000 == 0 else f"{ms:,.0f} ms"
+
+
+def fmt_pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def fmt_usd(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"${x:,.2f}" if x >= 0.01 or x == 0 else f"${x:.4f}"
+
+
+def outcome_lines(state: Mapping[str, Any]) -> list[str]:
+    spec: DistillationSpec | None = state.get("spec")
+    plan: Plan | None = state.get("plan")
+    result: Comparison | None = state.get("eval")
+    goal: GoalCheck | None = state.get("goal")
+    deployment: Deployment | None = state.get("deployment")
+    lines = [f"Status: {state.get('status')}."]
+    if plan is not None and not plan.feasible:
+        lines.append(f"No plan meets the spec: {plan.why}")
+        lines += [f"Nearest feasible: {hint}" for hint in plan.nearest_feasible[:4]]
+    if goal is not None:
+        verdict = "MET" if goal.met else "MISSED"
+        lines.append(f"Goal ({goal.goal}): {verdict}.")
+        lines += [f"- {reason}" for reason in goal.reasons]
+    elif result is not None:
+        lines.append(f"Student exact match {fmt_pct(result.student.exact_match)} on {result.n} held-out items.")
+    if result is not None:
+        base = ", ".join(f"{b.name} {fmt_pct(b.exact_match.value)}" for b in result.baselines)
+        teacher = fmt_pct(result.teacher.exact_match) if result.teacher else "-"
+        ci = result.student.exact_match_ci
+        lines.append(f"Measured: student {fmt_pct(result.student.exact_match)} (95% {fmt_pct(ci.low)}-"
+                     f"{fmt_pct(ci.high)}, n={result.n}); teacher {teacher}; baselines: {base or 'none'}.")
+    for a in state.get("adaptations") or []:
+        lines.append(f"Result gate, round {a.get('round')}: {a.get('decision')}: {a.get('reason')}")
+    spent = sum(e.get("actual_usd") or 0 for e in state.get("ledger") or [])
+    budget = spec.constraints.budget_usd if spec else None
+    lines.append(f"Spent {fmt_usd(spent)} of {fmt_usd(budget) if budget else 'no'} budget.")
+    if deployment is not None:
+        measured = deployment.load_test
+        planned = plan.chosen.p95_ms if plan and plan.chosen else None
+        lines.append(f"Endpoint: {deployment.base_url} (model {deployment.model}); p95 measured "
+                     f"{fmt_ms(measured.p95_ms if measured else None)} at concurrency "
+                     f"{measured.concurrency if measured else '-'}, planned {fmt_ms(planned)}, target "
+                     f"{fmt_ms(spec.constraints.p95_latency_ms if spec else None)}.")
+    elif goal is not None and not goal.met:
+        lines.append("Not deployed: the result misses the goal. Options: `stratos approve THREAD` at the deploy "
+                     "gate (interactive runs), `stratos run ... --deploy-anyway`, or edit the spec "
+                     "(e.g. a longer deadline_hours, a GPU cloud) and let it plan again.")
+    return lines

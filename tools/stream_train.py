@@ -1,0 +1,415 @@
+"""Streaming training for solver-backed packs: every step a fresh batch of verified examples.
+
+A closed task with a solver has free, unlimited, correct data, so a run is bounded by time or examples,
+not by a dataset: each step draws `batch_size` new solver-labelled items (`VerifiedStream`), renders them
+with the chat template and trains on the answer tokens only. Items whose canonical key is held out (the
+dataset's val/test splits, plus keys the caller adds) are dropped: splits stay disjoint by canonical key.
+
+    student = stream_train(TrainConfig(run_name="mj-micro", base_model="mahjong-micro-6m", task="mahjong",
+                                       data=Path("runs/data/mj"), stream=True, lora=False,
+                                       learning_rate=1e-3, batch_size=64, time_limit_s=480))
+
+Plain PyTorch: AdamW and warm-up + cosine sized to the budget (progress = the larger of steps/step budget
+and seconds/time limit, so a time-bounded run still anneals), `batch_size` examples per step. A run
+folder holds `checkpoints/step-N/state.pt` (model, optimizer, RNG, step, counters) every `save_steps`
+steps -- a rerun resumes from the newest -- `metrics.csv` (loss and validation exact match),
+`curve.json` (the LearningCurve: greedy exact match on a fixed held-out set every `eval_every`
+examples), `stream_card.json` (what was seen), `model/` and `student.json` (written last).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from stratos_agent.tools.micro_student import (
+    TASK_FILE,
+    pack_for_model,
+    portable_tokenizer_config,
+    trained_card,
+)
+from stratos_agent.tools.train_callbacks import MetricsCallback, peak_rss_bytes
+from stratos_agent.tools.train_card import write_model_card
+from stratos_agent.tools.train_memory import check_fits, estimate_memory
+
+from stratos_agent.errors import InputError
+from stratos_agent.records.calibration import CurvePoint, LearningCurve
+from stratos_agent.records.training import StudentModel, TrainConfig
+from stratos_agent.settings import apply_thread_settings
+from stratos_agent.tasks import TaskItem, TaskPack
+from stratos_agent.tasks.base import VerifiedStream
+
+STATE_FILE = "state.pt"
+CURVE_FILE = "curve.json"
+STREAM_CARD = "stream_card.json"
+METHOD_KEY = "stream-full"
+MIN_LR_RATIO = 0.1  # the cosine ends at 10% of the peak rate, not 0: the last minutes still learn
+_VALIDATION_SEED = 7_777  # used only when the dataset has no val split
+
+
+# ----------------------------------------------------------------------------------- data
+def heldout_from_data(data: Path | None, pack: TaskPack) -> tuple[set[str], list[TaskItem]]:
+    """(canonical keys of the val + test splits, the val items) of a `stratos synth` output folder."""
+    if data is None or not Path(data).exists():
+        return set(), []
+    from datasets import DatasetDict, load_from_disk
+
+    folder = Path(data) / "dataset" if (Path(data) / "dataset").is_dir() else Path(data)
+    try:
+        splits = load_from_disk(str(folder))
+    except FileNotFoundError:
+        raise InputError(f"{data}: not a `stratos synth` output folder (its val/test splits are the hold-out)")
+    if not isinstance(splits, DatasetDict) or "key" not in next(iter(splits.values())).column_names:
+        raise InputError(f"{data}: expected the DatasetDict of `stratos synth` (splits with a `key` column)")
+    keys = {k for name in ("val", "test") if name in splits for k in splits[name]["key"]}
+    val = [TaskItem.model_validate_json(row) for row in splits["val"]["item"]] if "val" in splits else []
+    return keys, [it for it in val if it.task == pack.name]
+
+
+class Encoder:
+    """Chat-template rendering and tensors: right-padded training batches with the loss on the answer
+    tokens only, left-padded prompts for greedy validation."""
+
+    def __init__(self, tokenizer, pack: TaskPack) -> None:
+        self.tok, self.pack = tokenizer, pack
+        self.eos = tokenizer.eos_token or ""
+        marker = "\x00"  # the template renders one user turn verbatim: cache its prefix and suffix
+        text = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
+                                             add_generation_prompt=True)
+        self.affixes = tuple(text.split(marker)) if text.count(marker) == 1 else None
+
+    def prompt(self, item: TaskItem) -> str:
+        messages = self.pack.chat_messages(item)
+        if self.affixes and len(messages) == 1:
+            return self.affixes[0] + messages[0]["content"] + self.affixes[1]
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tok(texts, add_special_tokens=False)["input_ids"]
+
+    def train_batch(self, items: Sequence[TaskItem]):
+        import torch
+
+        prompts = self.ids([self.prompt(it) for it in items])
+        answers = self.ids([self.pack.format_answer(it.answer) + self.eos for it in items])
+        width = max(len(p) + len(a) for p, a in zip(prompts, answers, strict=True))
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        ids = torch.full((len(items), width), pad, dtype=torch.long)
+        labels = torch.full((len(items), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+            ids[row, : len(p) + len(a)] = torch.tensor(p + a)
+            labels[row, len(p): len(p) + len(a)] = torch.tensor(a)
+            mask[row, : len(p) + len(a)] = 1
+        return ids, mask, labels
+
+    def answer_tokens(self, items: Sequence[TaskItem]) -> int:
+        return max(len(a) for a in self.ids([self.pack.format_answer(it.answer) + self.eos for it in items]))
+
+    def exact_match(self, model, items: Sequence[TaskItem], max_new_tokens: int, batch: int = 100) -> float:
+        """Greedy decode + the pack's parser/verifier (`pack.score(...)["exact"]`)."""
+        import torch
+
+        hits = 0
+        model.eval()
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        with torch.inference_mode():
+            for start in range(0, len(items), batch):
+                chunk = items[start: start + batch]
+                prompts = self.ids([self.prompt(it) for it in chunk])
+                width = max(map(len, prompts))
+                ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                     do_sample=False, pad_token_id=pad, eos_token_id=self.tok.eos_token_id,
+                                     top_p=None, top_k=None, temperature=None)
+                texts = self.tok.batch_decode(out[:, width:], skip_special_tokens=True)
+                hits += sum(bool(self.pack.score(it, t)["exact"]) for it, t in zip(chunk, texts, strict=True))
+        model.train()
+        return hits / len(items)
+
+
+# ----------------------------------------------------------------------------------- schedule
+def lr_factor(step: int, progress: float, warmup: float) -> float:
+    """Warm-up (a step count when >= 1, else a share of the budget), then cosine to MIN_LR_RATIO."""
+    progress = min(max(progress, 0.0), 1.0)
+    if warmup >= 1 and step < warmup:
+        return (step + 1) / warmup
+    share = warmup if warmup < 1 else 0.0
+    if share and progress < share:
+        return max(progress / share, 1e-3)
+    t = (progress - share) / (1 - share) if share < 1 else 1.0
+    return MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def step_budget(config: TrainConfig) -> int | None:
+    if config.max_steps > 0:
+        return config.max_steps
+    return math.ceil(config.examples_budget / config.batch_size) if config.examples_budget else None
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+def last_state(ckpt_dir: Path) -> Path | None:
+    found = sorted(ckpt_dir.glob(f"step-*/{STATE_FILE}"), key=lambda p: int(p.parent.name.split("-")[1]))
+    return found[-1] if found else None
+
+
+def save_state(ckpt_dir: Path, step: int, state: dict, keep: int | None) -> None:
+    import torch
+
+    folder = ckpt_dir / f"step-{step}"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, folder / STATE_FILE)  # a kill mid-save leaves no state.pt: that folder is skipped
+    done = sorted((p.parent for p in ckpt_dir.glob(f"step-*/{STATE_FILE}")), key=lambda p: int(p.name[5:]))
+    for old in done[: -keep] if keep else []:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------- the run
+def stream_train(
+    config: TrainConfig,
+    *,
+    run_dir: Path,
+    console: Console | None = None,
+    exclude_keys: Iterable[str] = (),
+    val_items: Sequence[TaskItem] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> StudentModel:
+    """Train `config` (with `stream=True`) in `run_dir`, resuming from its newest checkpoint.
+
+    `exclude_keys` adds held-out canonical keys to the dataset's val/test keys; `val_items` replaces the
+    dataset's val split as the learning-curve set; `on_step(step)` runs after every step (tests use it
+    to crash a run). Called by `tools/train.py:train` when `config.stream` is set.
+    """
+    if config.lora or config.method != "sft":
+        raise InputError("stream training is a full fine-tune (SFT on verified items): set lora=False, method=sft")
+    if step_budget(config) is None and not config.time_limit_s:
+        raise InputError("a stream run needs a bound: max_steps, examples_budget or time_limit_s")
+    return StreamRun(config, Path(run_dir), console or Console(stderr=True), set(exclude_keys),
+                     val_items).run(on_step)
+
+
+class StreamRun:
+    """One stream run: model, optimizer, stream and the progress dict `s` that a checkpoint stores."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, console: Console, exclude: set[str],
+                 val_items: Sequence[TaskItem] | None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from stratos_agent.models import local_model_path
+
+        self.config, self.run_dir, self.console = config, run_dir, console
+        apply_thread_settings(config.threads)
+        self.base_dir = local_model_path(config.base_model)
+        pack = pack_for_model(self.base_dir, config.task)
+        if pack is None:
+            raise InputError("stream training needs a task pack: set config.task or train a micro student")
+        if config.task and pack.name != config.task.split(":")[0]:
+            raise InputError(f"{config.base_model} serves task {pack.name!r}, not {config.task!r}")
+        self.pack = pack
+        self.estimate = estimate_memory(self.base_dir, config)
+        check_fits(self.estimate, config)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        held, val = heldout_from_data(config.data, pack)
+        val = list(val_items) if val_items is not None else val
+        if not val:  # no dataset val split: a fixed fresh sample, held out like the rest
+            val = pack.sample(config.eval_n, seed=_VALIDATION_SEED)
+        self.val = val[: config.eval_n]
+        self.held = held | exclude | {pack.canonical_key(it) for it in self.val}
+
+        tok = AutoTokenizer.from_pretrained(self.base_dir)
+        if config.chat_template:
+            tok.chat_template = config.chat_template
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        torch.manual_seed(config.seed)
+        self.tok = tok
+        self.model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=torch.float32)
+        self.model.generation_config.eos_token_id = tok.eos_token_id
+        self.model.generation_config.pad_token_id = tok.pad_token_id
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, betas=(0.9, 0.95),
+                                           weight_decay=config.weight_decay)
+        self.enc = Encoder(tok, pack)
+        self.stream = VerifiedStream(pack, seed=config.seed, natural_share=config.stream_mix, exclude=self.held)
+        self.max_new = self.enc.answer_tokens(self.val) + 4
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.s: dict = {"step": 0, "examples": 0, "tokens": 0, "seconds": 0.0, "rows": [], "curve": [],
+                        "buckets": {}, "dropped": 0, "loss": None}
+        self.resumed_from: int | None = None
+        if (path := last_state(self.ckpt_dir)) is not None:
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            torch.set_rng_state(saved["rng"]["torch"])
+            random.setstate(saved["rng"]["python"])
+            self.s = saved["progress"]
+            self.resumed_from = self.s["step"]
+            console.print(f"resuming from {path.parent} (step {self.resumed_from}, {self.s['examples']} examples)")
+        self.stream.dropped = self.s["dropped"]
+        self.buckets = Counter(self.s["buckets"])
+        self.metrics = MetricsCallback(run_dir / "metrics.csv", run_dir / "loss.png", f"{config.run_name} (stream)")
+        self.metrics.rows = self.s["rows"]
+        self.points = [CurvePoint(**p) for p in self.s["curve"]]
+        self.load0 = os.getloadavg()[0]
+
+    def progress(self) -> float:
+        budget, limit, s = step_budget(self.config), self.config.time_limit_s, self.s
+        return max(s["step"] / budget if budget else 0.0, s["seconds"] / limit if limit else 0.0)
+
+    def train_step(self) -> tuple[float, float]:
+        """(loss, lr) of one step on a fresh batch."""
+        import torch
+
+        s, cfg = self.s, self.config
+        lr = cfg.learning_rate * lr_factor(s["step"], self.progress(), cfg.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        items = self.stream.batch(s["step"], cfg.batch_size)
+        ids, mask, labels = self.enc.train_batch(items)
+        loss = self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.buckets.update(str(self.pack.difficulty_bucket(it)) for it in items)
+        s["step"] += 1
+        s["examples"] += len(items)
+        s["tokens"] += int(mask.sum())
+        return float(loss), lr
+
+    def run(self, on_step: Callable[[int], None] | None) -> StudentModel:
+        s, cfg = self.s, self.config
+        self.model.train()
+        window: list[float] = []
+        last_print = time.monotonic()
+        while self.progress() < 1.0:
+            t0 = time.perf_counter()
+            loss, lr = self.train_step()
+            window.append(loss)
+            if s["step"] % cfg.logging_steps == 0:
+                s["loss"], window = sum(window) / len(window), []
+                self.metrics.rows.append({
+                    "step": s["step"], "time_s": round(s["seconds"], 2), "examples": s["examples"],
+                    "tokens_seen": s["tokens"], "loss": round(s["loss"], 5), "learning_rate": lr,
+                    "examples_per_s": round(s["examples"] / max(s["seconds"], 1e-9), 1)})
+            if s["step"] % cfg.save_steps == 0:
+                self.checkpoint()
+            s["seconds"] += time.perf_counter() - t0
+            if s["examples"] // cfg.eval_every > (s["examples"] - cfg.batch_size) // cfg.eval_every:
+                self.evaluate()
+            if time.monotonic() - last_print > 30:
+                last_print = time.monotonic()
+                self.console.print(f"step {s['step']}: loss {loss:.4f}, lr {lr:.2e}, "
+                                   f"{s['examples'] / max(s['seconds'], 1e-9):.0f} examples/s")
+            if on_step is not None:
+                on_step(s["step"])
+        if not self.points or self.points[-1].examples != s["examples"]:
+            self.evaluate()
+        s["loss"] = sum(window) / len(window) if window else s["loss"]
+        self.checkpoint()
+        return self.finish()
+
+    def evaluate(self) -> None:
+        s = self.s
+        exact = self.enc.exact_match(self.model, self.val, self.max_new)
+        self.points.append(CurvePoint(examples=s["examples"], exact=exact, n=len(self.val),
+                                      seconds=round(s["seconds"], 2)))
+        self.metrics.rows.append({"step": s["step"], "time_s": round(s["seconds"], 2), "examples": s["examples"],
+                                  "val_exact": round(exact, 4), "val_n": len(self.val)})
+        self.console.print(f"step {s['step']}: {s['examples']} examples, {s['seconds']:.0f} s training, "
+                           f"validation exact {exact:.1%} (n={len(self.val)})")
+
+    def checkpoint(self) -> None:
+        import torch
+
+        self.s.update(buckets=dict(self.buckets), dropped=self.stream.dropped, rows=self.metrics.rows,
+                      curve=[p.model_dump() for p in self.points])
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "progress": self.s,
+                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
+        save_state(self.ckpt_dir, self.s["step"], state, self.config.save_total_limit)
+        self.metrics._write()
+
+    def finish(self) -> StudentModel:
+        from stratos_agent.tools.machine_peaks import hardware_fingerprint
+
+        s, cfg, run_dir = self.s, self.config, self.run_dir
+        model_dir = _save_model(run_dir / "model", self.model, self.tok, self.base_dir)
+        curve = LearningCurve(
+            task=self.pack.name, student=cfg.base_model, method=METHOD_KEY, hardware=hardware_fingerprint().key,
+            examples_per_s=max(s["examples"] / max(s["seconds"], 1e-9), 1e-9), points=self.points,
+            batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, kind="run", run=str(run_dir),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            validation=f"{len(self.val)} held-out items, greedy, {self.max_new} new tokens",
+            load_avg=round((self.load0 + os.getloadavg()[0]) / 2, 2),
+        )
+        (run_dir / CURVE_FILE).write_text(curve.model_dump_json(indent=1))
+        card = {"task": self.pack.name, "stream": True, "examples_seen": s["examples"], "steps": s["step"],
+                "natural_share": cfg.stream_mix, "seed": cfg.seed, "difficulty_counts": dict(self.buckets),
+                "held_out_keys": len(self.held), "draws_dropped_as_held_out": self.stream.dropped,
+                "validation_items": len(self.val)}
+        (run_dir / STREAM_CARD).write_text(json.dumps(card, indent=1))
+        student = StudentModel(
+            run_dir=run_dir, model_dir=model_dir, base_model=cfg.base_model, method=cfg.method,
+            method_detail="stream-sft+full", config_fingerprint=cfg.fingerprint(), global_step=s["step"],
+            resumed_from_step=self.resumed_from, train_loss=s["loss"], train_seconds=round(s["seconds"], 2),
+            tokens_seen=s["tokens"], peak_rss_bytes=peak_rss_bytes(), memory_estimate=self.estimate,
+            metrics_csv=self.metrics.csv_path, loss_png=self.metrics.plot(), streamed_examples=s["examples"],
+            learning_curve=curve, config=cfg,
+        )
+        _write_card(student, self.base_dir, card)
+        tmp = run_dir / "student.json.tmp"
+        tmp.write_text(student.model_dump_json(indent=2))
+        tmp.replace(run_dir / "student.json")
+        _record(curve, self.console)
+        self.console.print(f"[green]stream-trained {s['step']} steps / {s['examples']} examples -> {model_dir}")
+        return student
+
+
+def _save_model(target: Path, model, tokenizer, base_dir: Path) -> Path:
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if (base_dir / TASK_FILE).is_file():  # a micro student: keep its task file and portable config
+        shutil.copy(base_dir / TASK_FILE, tmp / TASK_FILE)
+        portable_tokenizer_config(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def _write_card(student: StudentModel, base_dir: Path, card: dict) -> None:
+    """Micro students keep their prompt card (what the endpoint expects), with the training added."""
+    if not (base_dir / TASK_FILE).is_file():
+        write_model_card(student, data_card=None)
+        return
+    cfg = student.config
+    trained_card(student.model_dir, cfg.run_name, (
+        f"trained by Stratos on {card['examples_seen']} streamed, solver-verified examples ({student.global_step} "
+        f"steps of {cfg.batch_size}, {student.train_seconds:.0f} s, lr {cfg.learning_rate:g}; "
+        f"{card['held_out_keys']} held-out keys never trained on)"))
+
+
+def _record(curve: LearningCurve, console: Console) -> None:
+    """Hand the curve to the calibration store when that module exists (tools/calibration.py)."""
+    try:
+        from stratos_agent.tools.calibration import record_curve
+    except ImportError:
+        console.print("calibration store not available (no tools/calibration.py): curve kept in the run folder")
+        return
+    try:
+        console.print(f"learning curve recorded: {record_curve(curve)}")
+    except (OSError, ValueError) as exc:  # the model is saved already: a store problem must not lose it
+        console.print(f"[yellow]could not record the learning curve: {exc}")
