@@ -99,12 +99,12 @@ def run_make_plan(ctx: ToolContext, args: MakePlanArgs) -> ToolOutcome:
 def synth_suggest(ctx: ToolContext) -> dict[str, Any]:
     from stratos_agent.tools.synth import choose_mode
 
-    point, local_n = ctx.chosen, local_sizes().synth_n
-    n = ctx.spec.data_size or (point.data_size if point else local_n)
+    point = ctx.chosen
+    n = ctx.spec.data_size or (point.data_size if point else local_sizes().synth_n)
     pairs: PairTable | None = ctx.state.get("pairs")
     mode = "solver" if point is None else choose_mode(
         point.strategy, point.teacher, pairs.probes.get(point.teacher) if pairs else None)
-    return {"n": min(n, local_n) if ctx.runs_locally else n, "mode": mode, "seed": 0}
+    return {"n": n, "mode": mode, "seed": 0}
 
 
 def synth_estimate(ctx: ToolContext, args: SynthesizeDataArgs) -> CostEstimate:
@@ -139,14 +139,13 @@ def plan_teacher(teacher: str) -> Any:
 
 # ----------------------------------------------------------------------------- training
 def train_suggest(ctx: ToolContext) -> dict[str, Any]:
-    dataset: DatasetRef | None = ctx.state.get("dataset")
-    rows = dataset.card.split_counts.get("train", 0) if dataset else 0
-    rows = rows or (ctx.chosen.data_size if ctx.chosen else local_sizes().synth_n)
-    return {"max_steps": max(1, -(-rows // TrainConfig.model_fields["batch_size"].default))}  # one epoch
+    from stratos_agent.tools.train import planned_steps
+
+    return {"max_steps": planned_steps(ctx.chosen)} if ctx.chosen else {}
 
 
 def train_estimate(ctx: ToolContext, args: TrainStudentArgs) -> CostEstimate:
-    planned = train_suggest(ctx)["max_steps"]
+    planned = train_suggest(ctx).get("max_steps") or args.max_steps or 1
     return stage_cost(ctx, "cost_training_usd", (args.max_steps or planned) / planned)
 
 
@@ -166,11 +165,11 @@ def train_key(state: Any) -> Any:
 def train_config(ctx: ToolContext, args: TrainStudentArgs) -> TrainConfig:
     from stratos_agent.tools.train import config_from_plan
 
-    sizes = local_sizes()
+    deadline = ctx.spec.constraints.deadline_hours  # the only time box: the user's, visible in the spec
     config = config_from_plan(ctx.need("plan"), ctx.need("dataset"), recipe_for(ctx.spec.task),
                               run_name=f"{ctx.state.get('thread_id', 'run')}-student", max_steps=args.max_steps,
-                              learning_rate=args.learning_rate, save_steps=sizes.save_steps,
-                              time_limit_s=sizes.train_minutes * 60 if ctx.runs_locally else None)
+                              learning_rate=args.learning_rate, save_steps=local_sizes().save_steps,
+                              time_limit_s=deadline * 3600 if deadline else None)
     round_, start = train_on_from(ctx.state)
     if start is None:
         return config

@@ -173,7 +173,9 @@ class AgentSession:
         pid_file.write_text(str(os.getpid()))  # lets `status` tell "running" from "interrupted"
         try:
             with self.graph() as graph:
-                for chunk in graph.stream(payload, self.config, stream_mode="updates"):
+                # durability="sync": each step's checkpoint is on disk before the next step starts, so a
+                # kill -9 mid-stage resumes from that stage, never from before an approval it already passed
+                for chunk in graph.stream(payload, self.config, stream_mode="updates", durability="sync"):
                     for node, update in chunk.items():
                         if self.on_event and node != "__interrupt__":
                             self.on_event(node, update if isinstance(update, dict) else {})
@@ -195,12 +197,13 @@ class AgentSession:
         status = values.get("status", "new")
         if interrupts:
             status = "needs_input" if interrupts[0].get("gate") == "clarify" else "awaiting_approval"
-        elif snap.next:
+        elif snap.next or snap.tasks:
             # killed or stopped mid-run (`stratos resume` continues it), unless a live process is on it
             status = "running" if self._running_elsewhere() else "interrupted"
-        return RunOutcome(
-            self.thread_id, status, values, interrupts[0] if interrupts else None, tuple(snap.next)
-        )
+        # A step whose writes were saved but whose successor checkpoint was not (a kill in between) shows
+        # no `next`, only tasks with writes: the run is not finished, `resume` continues it.
+        pending = tuple(snap.next) or tuple(t.name for t in snap.tasks)
+        return RunOutcome(self.thread_id, status, values, interrupts[0] if interrupts else None, pending)
 
 
 def list_runs(runs_dir: Path | None = None) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 from support.env import private_settings
@@ -11,6 +12,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("STRATOS_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests plan from the calibration curves they record themselves, never from a user's store.
+os.environ.setdefault("STRATOS_CALIBRATION_DIR", tempfile.mkdtemp(prefix="stratos-test-calibration-"))
+os.environ.setdefault("STRATOS_CALIBRATION_SEEDS", "0")
 # This machine's datasheet for every test, subprocesses included (tools/machine_peaks.py): stream-copy
 # GB/s, fp32 matmul TFLOP/s at 1 thread (measured idle: ~37 GB/s best, ~33 median; ~0.1 TFLOP/s), so
 # that no plan depends on a peak measured under whatever load the day had. Tests of the measurement

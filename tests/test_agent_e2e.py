@@ -1,8 +1,9 @@
 """Slow, real: the agent with the real tools, killed with SIGKILL at several points and resumed; and the
 LLM planner against a real local vLLM server with a tool-call parser.
 
-Small sizes come from STRATOS_LOCAL_* (see stratos_agent/tasks/recipes.py). The request's latency target is loose so
-that this 2-core machine, shared with other work, is a feasible server for the plan.
+Small sizes come from STRATOS_LOCAL_* (see stratos_agent/tasks/recipes.py) and the pinned spec (3,000 rows,
+the 2M micro student). The latency target is loose so that this 2-core machine, shared with other work,
+is a feasible server for the plan.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 STRATOS = [str(Path(sys.executable).with_name("stratos"))]
 REQUEST = "a model that lists Mahjong winning tiles, under $20, p95 under 120 s, prefer cheaper"
+SPEC = {"task": "mahjong", "constraints": {"budget_usd": 20, "p95_latency_ms": 120_000}, "preference": "cheaper",
+        "data_size": 3000, "student": "mahjong-micro-2m"}
 SMALL = {
     "STRATOS_LOCAL_SYNTH_N": "3000",
-    "STRATOS_LOCAL_TRAIN_MINUTES": "0.6",
     "STRATOS_LOCAL_EVAL_N": "8",
     "STRATOS_LOCAL_PROBE_N": "2",
     "STRATOS_LOCAL_SAVE_STEPS": "2",
@@ -77,7 +79,9 @@ def test_kill9_during_synth_training_and_between_stages_then_resume(tmp_path: Pa
     run = runs / thread
     # --deploy-anyway: a 40-second student misses the goal; this test is about durability, the result
     # gate has its own tests (tests/test_agent_gate.py)
-    proc = _start(["run", REQUEST, "--yes", "--deploy-anyway", "--thread", thread], runs)
+    config = tmp_path / "spec.yaml"  # the request, with the data size and student pinned: a test needs a
+    config.write_text(json.dumps({"request": REQUEST, "spec": SPEC}))  # synthesis long enough to kill
+    proc = _start(["run", "--config", str(config), "--yes", "--deploy-anyway", "--thread", thread], runs)
 
     # 1. during synthesis: a partial log of committed chunks exists, the stage is not finished
     _wait_for(
@@ -90,13 +94,8 @@ def test_kill9_during_synth_training_and_between_stages_then_resume(tmp_path: Pa
 
     # 2. during training: a checkpoint exists, the stage is not finished
     proc = _start(["resume", thread], runs)
-    _wait_for(
-        lambda: any(
-            (c / "trainer_state.json").is_file() and (c / "optimizer.pt").is_file()
-            for c in run.glob("train/checkpoints/checkpoint-*")
-        ),
-        proc,
-        "a complete checkpoint",
+    _wait_for(  # the micro student's stream trainer: model + optimizer + RNG + step in one state file
+        lambda: any(run.glob("train/checkpoints/step-*/state.pt")), proc, "a complete checkpoint"
     )
     _kill9(proc)
     assert _stage(run, "train_student") is None

@@ -56,7 +56,7 @@ def test_default_goal_is_beating_every_baseline_and_the_teacher() -> None:
 def test_yes_never_deploys_a_student_below_the_baseline(runs_dir: Path) -> None:
     runners = doubles()
     runners["evaluate_student"].value = scored(0.09)
-    s, out = session(runs_dir, runners, auto_approve=True)
+    _s, out = session(runs_dir, runners, auto_approve=True)
     assert out.status == "needs_input" and runners["deploy_student"].calls == 0
     assert out.values["deployment"] is None and not out.values["goal"].met
     # it trained on once (round 1), saw no gain, and stopped with the reasons
@@ -73,7 +73,7 @@ def test_an_adaptation_round_that_reaches_the_goal_deploys(runs_dir: Path) -> No
     runners["evaluate_student"].value = lambda ctx: next(results)
     trained = iter(["round0", "round1"])
     runners["train_student"].value = lambda ctx: student().model_copy(update={"model_dir": Path(next(trained))})
-    s, out = session(runs_dir, runners, auto_approve=True)
+    _s, out = session(runs_dir, runners, auto_approve=True)
     assert out.status == "done" and runners["train_student"].calls == 2 and runners["deploy_student"].calls == 1
     assert [a["decision"] for a in out.values["adaptations"]] == ["train on"] and out.values["goal"].met
     assert out.values["adaptations"][0]["model_dir"] == "round0"  # round 1 starts from round 0's weights
@@ -82,7 +82,7 @@ def test_an_adaptation_round_that_reaches_the_goal_deploys(runs_dir: Path) -> No
 def test_deploy_anyway_is_an_explicit_flag(runs_dir: Path) -> None:
     runners = doubles()
     runners["evaluate_student"].value = scored(0.09)
-    s, out = session(runs_dir, runners, auto_approve=True, deploy_anyway=True)
+    _s, out = session(runs_dir, runners, auto_approve=True, deploy_anyway=True)
     assert out.status == "done" and runners["deploy_student"].calls == 1
     assert "misses the goal" in out.values["approvals"]["deploy"]["note"]
 

@@ -30,7 +30,6 @@ def test_readme_python_example_runs(
 ) -> None:
     for key, value in {
         "STRATOS_LOCAL_SYNTH_N": "400",
-        "STRATOS_LOCAL_TRAIN_MINUTES": "0.3",
         "STRATOS_LOCAL_EVAL_N": "8",
         "STRATOS_LOCAL_PROBE_N": "2",
     }.items():

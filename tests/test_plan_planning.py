@@ -147,8 +147,9 @@ def test_cli_unknown_gpu(tmp_path):
 
 def test_memory_fit_excludes_plans_with_the_reason():
     # 60k-token contexts x 64 concurrent requests: ~90 GB of bf16 KV cache for SmolLM2-135M.
-    spec = DistillationSpec(
-        task="mahjong", traffic=Traffic(prompt_tokens=60_000, output_tokens=100, concurrency=64)
+    spec = DistillationSpec(  # SmolLM2 named: a 2M-parameter micro student's cache fits anywhere
+        task="mahjong", student="smollm2-135m",
+        traffic=Traffic(prompt_tokens=60_000, output_tokens=100, concurrency=64),
     )
     plan = plan_for(spec, include_local=False)
     reason = "serving memory (weights + KV cache + runtime) exceeds the server"

@@ -49,6 +49,7 @@ from stratos_agent.tools.serving_state import (
 )
 
 from stratos_agent.errors import InputError, ResourceError
+from stratos_agent.models.micro import read_task_file
 from stratos_agent.records.deployment import Deployment, Engine, LaunchSpec, SmokeResult, key_fingerprint
 
 DEFAULT_PORT = 8000
@@ -115,19 +116,21 @@ def choose_port(host: str, port: int | None, preferred: int | None) -> int:
 
 
 # ----------------------------------------------------------------------------------- smoke query
-def smoke_query(url: str, model: str, api_key: str | None, task: str = "mahjong", seed: int = 0) -> SmokeResult:
-    """One real task item through the official `openai` client, graded by the task pack."""
+def smoke_query(url: str, model: str, api_key: str | None, task: str = "mahjong", seed: int = 0, *,
+                options: dict | None = None, max_tokens: int = _SMOKE_MAX_TOKENS) -> SmokeResult:
+    """One real task item through the official `openai` client, graded by the task pack (built with
+    `options`: a micro student understands only its pack's prompt, e.g. Mahjong prompt=short)."""
     from openai import OpenAI, OpenAIError
 
     from stratos_agent.tasks import get_task_pack
 
-    pack = get_task_pack(task)
+    pack = get_task_pack(task, **(options or {}))
     item = pack.sample(1, seed=seed)[0]
     client = OpenAI(base_url=url, api_key=api_key or "EMPTY", timeout=120.0, max_retries=1)
     start = time.perf_counter()
     try:
         resp = client.chat.completions.create(model=model, messages=pack.chat_messages(item),
-                                              max_tokens=_SMOKE_MAX_TOKENS, temperature=0.0)
+                                              max_tokens=max_tokens, temperature=0.0)
     except OpenAIError as exc:
         return SmokeResult(ok=False, task=task, item_key=pack.canonical_key(item), error=str(exc)[:500])
     text = resp.choices[0].message.content or ""
@@ -136,6 +139,11 @@ def smoke_query(url: str, model: str, api_key: str | None, task: str = "mahjong"
                        exact=score["exact"], f1=score["f1"], format_ok=score["format_ok"],
                        latency_s=round(time.perf_counter() - start, 3),
                        completion_tokens=resp.usage.completion_tokens if resp.usage else None)
+
+
+def smoke_tokens(launch: LaunchSpec) -> int:
+    """Answer budget of the smoke query: at most half the context (a micro student has 128 positions)."""
+    return min(_SMOKE_MAX_TOKENS, launch.max_model_len // 2)
 
 
 # ----------------------------------------------------------------------------------- start
@@ -157,12 +165,25 @@ def require_engine(engine: Engine) -> None:
 
 def _launch(target: ServeTarget, engine: Engine, served: str, host: str, port: int, *,
             max_model_len: int, kv_cache_gb: int, max_num_seqs: int) -> LaunchSpec:
+    """The server command; `max_model_len` is capped at the model's positions there (engine_launch)."""
+    notes = prompt_notes(target.model_path)
     if engine == "sglang":
         return sglang_launch(target.model_path, served_model_name=served, host=host, port=port,
-                             context_len=max_model_len, python=sys.executable)
+                             context_len=max_model_len, python=sys.executable, notes=notes)
     return vllm_launch(target.model_path, served_model_name=served, host=host, port=port, device=local_device(),
                        max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, max_num_seqs=max_num_seqs,
-                       python=sys.executable)
+                       python=sys.executable, notes=notes)
+
+
+def prompt_notes(model_path: Path) -> list[str]:
+    """What a micro student's endpoint expects (its task file): recorded in the deployment's launch notes."""
+    info = read_task_file(model_path)
+    if info is None:
+        return []
+    options = ", ".join(f"{k}={v}" for k, v in info.get("options", {}).items()) or "default options"
+    example = info["example"]["messages"][-1]["content"]
+    return [(f"expects exactly one user message in the {info['task']} pack's prompt ({options}), e.g. "
+             f"{example!r}; answers like {info['example']['answer']!r} (see the model card)")]
 
 
 def deploy_local(
@@ -194,7 +215,9 @@ def deploy_local(
     name = slug(name) if name else tgt.name
     # `state_dir`: e.g. the agent's run folder when it serves a model folder directly
     state = Path(state_dir).resolve() if state_dir is not None else tgt.state_root / name
-    task = task or tgt.task or "mahjong"
+    info = read_task_file(tgt.model_path)  # a micro student serves one task, in its pack's own prompt
+    task = task or tgt.task or (info or {}).get("task") or "mahjong"
+    options = info.get("options", {}) if info and info["task"] == task.split(":")[0] else None
     loopback = is_loopback(host)
     fingerprint = model_fingerprint(tgt.model_path)
     settings = {"max_model_len": max_model_len, "kv_cache_gb": kv_cache_gb, "max_num_seqs": max_num_seqs}
@@ -209,7 +232,7 @@ def deploy_local(
                     and (api_key is None or key_fingerprint(api_key) == old.api_key_fingerprint))
             if same and health(old.base_url):
                 on_status(f"reusing the running endpoint {name!r} (pid {old.pid})")
-                return _reuse(old, api_key, task if smoke else None)
+                return _reuse(old, api_key, task if smoke else None, options)
             on_status(f"replacing endpoint {name!r}: model or settings changed")
             stop_deployment(old)
         else:
@@ -218,7 +241,7 @@ def deploy_local(
             restarted = True
     if port is not None and (twin := _identical_on_port(port, host, fingerprint, api_key)) is not None:
         on_status(f"port {port} already serves this model as endpoint {twin.name!r}; reusing it")
-        return _reuse(twin, api_key, task if smoke else None)
+        return _reuse(twin, api_key, task if smoke else None, options)
     generated = None
     if not loopback and api_key is None:
         api_key = generated = secrets.token_urlsafe(32)
@@ -238,7 +261,8 @@ def deploy_local(
     save_deployment(dep)  # recorded before the smoke query: a failed query must not orphan the server
     if smoke:
         on_status(f"smoke query: one {task} item through the openai client")
-        dep = dep.model_copy(update={"smoke": smoke_query(url, name, api_key, task)})
+        dep = dep.model_copy(update={"smoke": smoke_query(url, name, api_key, task, options=options,
+                                                          max_tokens=smoke_tokens(launch))})
         save_deployment(dep)
     dep._generated_api_key = generated
     return dep
@@ -253,11 +277,12 @@ def _identical_on_port(port: int, host: str, fingerprint: str, api_key: str | No
     return None
 
 
-def _reuse(old: Deployment, api_key: str | None, task: str | None) -> Deployment:
+def _reuse(old: Deployment, api_key: str | None, task: str | None, options: dict | None = None) -> Deployment:
     """The running endpoint, re-smoked when we hold its key (or it needs none)."""
     dep = old.model_copy(update={"reused": True, "restarted": False})
     if task and (api_key or not old.api_key_required):
-        dep = dep.model_copy(update={"smoke": smoke_query(old.base_url, old.model, api_key, task)})
+        dep = dep.model_copy(update={"smoke": smoke_query(old.base_url, old.model, api_key, task, options=options,
+                                                          max_tokens=smoke_tokens(old.launch))})
     save_deployment(dep)
     return dep
 

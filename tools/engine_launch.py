@@ -44,11 +44,27 @@ def parallel_layout(gpus: int, config: dict[str, Any] | None) -> tuple[int, int,
     return tp, gpus // tp, notes
 
 
+def model_positions(config: dict[str, Any] | None) -> int | None:
+    """The model's context (`max_position_embeddings`, also under a wrapper's `text_config`); None = unknown."""
+    config = config or {}
+    limit = config.get("max_position_embeddings") or (config.get("text_config") or {}).get("max_position_embeddings")
+    return int(limit) if limit else None
+
+
 def context_length(prompt_tokens: int, output_tokens: int, config: dict[str, Any] | None = None) -> int:
     """Max model length: 2x the expected request (power of two, >= 2048), capped at the model's context."""
     want = max(2048, 1 << (2 * (prompt_tokens + output_tokens) - 1).bit_length())
-    limit = (config or {}).get("max_position_embeddings")
-    return min(want, int(limit)) if limit else want
+    limit = model_positions(config)
+    return min(want, limit) if limit else want
+
+
+def fit_model_len(model_path: str | Path, requested: int) -> tuple[int, list[str]]:
+    """(max model length, notes): the requested length capped at a local model's positions. vLLM refuses a
+    `--max-model-len` beyond them (a micro student has 128), so every launch goes through here."""
+    limit = model_positions(read_model_config(model_path))
+    if limit is None or requested <= limit:
+        return requested, []
+    return limit, [f"max model length {requested} capped at the model's {limit} positions"]
 
 
 def local_device() -> Device:
@@ -84,6 +100,8 @@ def vllm_launch(
     batch, so a shared machine is not swamped. GPU: tensor/data parallel and memory share.
     The API key is never an argument: vLLM reads it from VLLM_API_KEY at launch.
     """
+    max_model_len, capped = fit_model_len(model_path, max_model_len)
+    notes = [*(notes or []), *capped]
     head = [python, "-m", "vllm.entrypoints.openai.api_server", "--model"] if python else ["vllm", "serve"]
     argv = [*head, str(model_path), "--served-model-name", served_model_name, "--host", host,
             "--port", str(port), "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs)]
@@ -103,7 +121,7 @@ def vllm_launch(
         served_model_name=served_model_name, host=host, port=port, tensor_parallel=tensor_parallel,
         data_parallel=data_parallel, max_model_len=max_model_len,
         memory_fraction=None if device == "cpu" else memory_fraction,
-        kv_cache_gb=float(kv_cache_gb) if device == "cpu" else None, notes=list(notes or []),
+        kv_cache_gb=float(kv_cache_gb) if device == "cpu" else None, notes=notes,
     )
 
 
@@ -121,6 +139,8 @@ def sglang_launch(
     notes: list[str] | None = None,
 ) -> LaunchSpec:
     """An SGLang server command (`python -m sglang.launch_server`). SGLang needs CUDA GPUs."""
+    context_len, capped = fit_model_len(model_path, context_len)
+    notes = [*(notes or []), *capped]
     argv = [python, "-m", "sglang.launch_server", "--model-path", str(model_path),
             "--served-model-name", served_model_name, "--host", host, "--port", str(port),
             "--tp", str(tensor_parallel), "--context-length", str(context_len),
@@ -131,7 +151,7 @@ def sglang_launch(
         engine="sglang", device="gpu", argv=argv, model_path=str(model_path),
         served_model_name=served_model_name, host=host, port=port, tensor_parallel=tensor_parallel,
         data_parallel=data_parallel, max_model_len=context_len, memory_fraction=mem_fraction_static,
-        notes=list(notes or []),
+        notes=notes,
     )
 
 

@@ -7,7 +7,10 @@ The expected-accuracy model (used by the pair table AND the planner's accuracy o
         in log-parameters is the shape of scaling-law accuracy curves (Kaplan et al. 2020, Wei et al.
         2022 emergent abilities); the midpoint 10^(7 + 2.5 d) puts a 50% ceiling at ~30M params for a
         trivial task and ~3B for the hardest, the slope 0.6 spreads it over ~1.5 decades. A PRIOR,
-        not a measurement: an eval of the trained student (tools/evaluate.py) is the real number.
+        not a measurement: an eval of the trained student (tools/evaluate.py) is the real number, and
+        the planner replaces this prior by the calibration store's prediction (a learning curve
+        fitted on recorded runs, tools/calibration.py via tools/planning/measured.py) wherever a run
+        of that (task, student, method) was recorded; the pair table below stays on the prior.
     data(n, d, s)   = 1 - exp(-n / n0),  n0 = 400 (1 + 4 d), halved for logit KD
         saturating learning curve; logit KD gives a dense per-token signal and is more sample
         efficient (Hinton et al. 2015; Agarwal et al. 2024, GKD).

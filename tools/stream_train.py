@@ -5,9 +5,8 @@ not by a dataset: each step draws `batch_size` new solver-labelled items (`Verif
 with the chat template and trains on the answer tokens only. Items whose canonical key is held out (the
 dataset's val/test splits, plus keys the caller adds) are dropped: splits stay disjoint by canonical key.
 
-    student = stream_train(TrainConfig(run_name="mj-micro", base_model="mahjong-micro-6m", task="mahjong",
-                                       data=Path("runs/data/mj"), stream=True, lora=False,
-                                       learning_rate=1e-3, batch_size=64, time_limit_s=480))
+    train(TrainConfig(run_name="mj", base_model="mahjong-micro-6m", task="mahjong", data=Path("runs/data/mj"),
+                      stream=True, lora=False, learning_rate=2e-3, batch_size=64, time_limit_s=480))
 
 Plain PyTorch: AdamW and warm-up + cosine sized to the budget (progress = the larger of steps/step budget
 and seconds/time limit, so a time-bounded run still anneals), `batch_size` examples per step. A run
@@ -31,22 +30,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
-from stratos_agent.tools.micro_student import (
-    TASK_FILE,
-    pack_for_model,
-    portable_tokenizer_config,
-    trained_card,
-)
+from stratos_agent.tools.micro_student import save_folder, trained_card
 from stratos_agent.tools.train_callbacks import MetricsCallback, peak_rss_bytes
 from stratos_agent.tools.train_card import write_model_card
 from stratos_agent.tools.train_memory import check_fits, estimate_memory
 
 from stratos_agent.errors import InputError
+from stratos_agent.models.candidate import TASK_FILE
+from stratos_agent.models.micro import pack_for_model
 from stratos_agent.records.calibration import CurvePoint, LearningCurve
 from stratos_agent.records.training import StudentModel, TrainConfig
 from stratos_agent.settings import apply_thread_settings
 from stratos_agent.tasks import TaskItem, TaskPack
 from stratos_agent.tasks.base import VerifiedStream
+from stratos_agent.tasks.recipes import recipe_for
 
 STATE_FILE = "state.pt"
 CURVE_FILE = "curve.json"
@@ -58,9 +55,13 @@ _VALIDATION_SEED = 7_777  # used only when the dataset has no val split
 
 # ----------------------------------------------------------------------------------- data
 def heldout_from_data(data: Path | None, pack: TaskPack) -> tuple[set[str], list[TaskItem]]:
-    """(canonical keys of the val + test splits, the val items) of a `stratos synth` output folder."""
+    """(canonical keys of the val + test splits, the val items) of a `stratos synth` output folder; for a
+    JSONL in the pack's public format, every row is held out and validates."""
     if data is None or not Path(data).exists():
         return set(), []
+    if Path(data).suffix == ".jsonl":
+        items = pack.read_jsonl(data)
+        return {pack.canonical_key(it) for it in items}, items
     from datasets import DatasetDict, load_from_disk
 
     folder = Path(data) / "dataset" if (Path(data) / "dataset").is_dir() else Path(data)
@@ -127,8 +128,8 @@ class Encoder:
                 chunk = items[start: start + batch]
                 prompts = self.ids([self.prompt(it) for it in chunk])
                 width = max(map(len, prompts))
-                ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+                ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=model.device)
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
                 out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                      do_sample=False, pad_token_id=pad, eos_token_id=self.tok.eos_token_id,
                                      top_p=None, top_k=None, temperature=None)
@@ -185,19 +186,21 @@ def stream_train(
     exclude_keys: Iterable[str] = (),
     val_items: Sequence[TaskItem] | None = None,
     on_step: Callable[[int], None] | None = None,
+    record: bool = True,
 ) -> StudentModel:
     """Train `config` (with `stream=True`) in `run_dir`, resuming from its newest checkpoint.
 
     `exclude_keys` adds held-out canonical keys to the dataset's val/test keys; `val_items` replaces the
     dataset's val split as the learning-curve set; `on_step(step)` runs after every step (tests use it
-    to crash a run). Called by `tools/train.py:train` when `config.stream` is set.
+    to crash a run); `record=False` keeps the curve out of the calibration store (throughput probes).
+    Called by `tools/train.py:train` when `config.stream` is set.
     """
     if config.lora or config.method != "sft":
         raise InputError("stream training is a full fine-tune (SFT on verified items): set lora=False, method=sft")
     if step_budget(config) is None and not config.time_limit_s:
         raise InputError("a stream run needs a bound: max_steps, examples_budget or time_limit_s")
     return StreamRun(config, Path(run_dir), console or Console(stderr=True), set(exclude_keys),
-                     val_items).run(on_step)
+                     val_items).run(on_step, record)
 
 
 class StreamRun:
@@ -213,7 +216,8 @@ class StreamRun:
         self.config, self.run_dir, self.console = config, run_dir, console
         apply_thread_settings(config.threads)
         self.base_dir = local_model_path(config.base_model)
-        pack = pack_for_model(self.base_dir, config.task)
+        pack = pack_for_model(self.base_dir) or (recipe_for(config.task).pack(config.task, "student")
+                                                 if config.task else None)  # a micro student's file wins
         if pack is None:
             raise InputError("stream training needs a task pack: set config.task or train a micro student")
         if config.task and pack.name != config.task.split(":")[0]:
@@ -236,7 +240,8 @@ class StreamRun:
             tok.pad_token = tok.eos_token
         torch.manual_seed(config.seed)
         self.tok = tok
-        self.model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=torch.float32)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=torch.float32).to(self.device)
         self.model.generation_config.eos_token_id = tok.eos_token_id
         self.model.generation_config.pad_token_id = tok.pad_token_id
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, betas=(0.9, 0.95),
@@ -249,10 +254,10 @@ class StreamRun:
                         "buckets": {}, "dropped": 0, "loss": None}
         self.resumed_from: int | None = None
         if (path := last_state(self.ckpt_dir)) is not None:
-            saved = torch.load(path, map_location="cpu", weights_only=False)
+            saved = torch.load(path, map_location=self.device, weights_only=False)
             self.model.load_state_dict(saved["model"])
             self.optimizer.load_state_dict(saved["optimizer"])
-            torch.set_rng_state(saved["rng"]["torch"])
+            torch.set_rng_state(saved["rng"]["torch"].cpu())
             random.setstate(saved["rng"]["python"])
             self.s = saved["progress"]
             self.resumed_from = self.s["step"]
@@ -277,8 +282,9 @@ class StreamRun:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         items = self.stream.batch(s["step"], cfg.batch_size)
-        ids, mask, labels = self.enc.train_batch(items)
-        loss = self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        ids, mask, labels = (t.to(self.device) for t in self.enc.train_batch(items))
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
+            loss = self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
@@ -287,9 +293,9 @@ class StreamRun:
         s["step"] += 1
         s["examples"] += len(items)
         s["tokens"] += int(mask.sum())
-        return float(loss), lr
+        return loss.item(), lr
 
-    def run(self, on_step: Callable[[int], None] | None) -> StudentModel:
+    def run(self, on_step: Callable[[int], None] | None, record: bool = True) -> StudentModel:
         s, cfg = self.s, self.config
         self.model.train()
         window: list[float] = []
@@ -304,11 +310,11 @@ class StreamRun:
                     "step": s["step"], "time_s": round(s["seconds"], 2), "examples": s["examples"],
                     "tokens_seen": s["tokens"], "loss": round(s["loss"], 5), "learning_rate": lr,
                     "examples_per_s": round(s["examples"] / max(s["seconds"], 1e-9), 1)})
-            if s["step"] % cfg.save_steps == 0:
-                self.checkpoint()
-            s["seconds"] += time.perf_counter() - t0
+            s["seconds"] += time.perf_counter() - t0  # training time: validation and checkpoints excluded
             if s["examples"] // cfg.eval_every > (s["examples"] - cfg.batch_size) // cfg.eval_every:
                 self.evaluate()
+            if s["step"] % cfg.save_steps == 0:
+                self.checkpoint()
             if time.monotonic() - last_print > 30:
                 last_print = time.monotonic()
                 self.console.print(f"step {s['step']}: loss {loss:.4f}, lr {lr:.2e}, "
@@ -319,11 +325,14 @@ class StreamRun:
             self.evaluate()
         s["loss"] = sum(window) / len(window) if window else s["loss"]
         self.checkpoint()
-        return self.finish()
+        return self.finish(record)
 
     def evaluate(self) -> None:
+        import torch
+
         s = self.s
-        exact = self.enc.exact_match(self.model, self.val, self.max_new)
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.config.bf16_autocast):
+            exact = self.enc.exact_match(self.model, self.val, self.max_new)  # bf16, as vLLM serves it
         self.points.append(CurvePoint(examples=s["examples"], exact=exact, n=len(self.val),
                                       seconds=round(s["seconds"], 2)))
         self.metrics.rows.append({"step": s["step"], "time_s": round(s["seconds"], 2), "examples": s["examples"],
@@ -341,11 +350,11 @@ class StreamRun:
         save_state(self.ckpt_dir, self.s["step"], state, self.config.save_total_limit)
         self.metrics._write()
 
-    def finish(self) -> StudentModel:
+    def finish(self, record: bool) -> StudentModel:
         from stratos_agent.tools.machine_peaks import hardware_fingerprint
 
         s, cfg, run_dir = self.s, self.config, self.run_dir
-        model_dir = _save_model(run_dir / "model", self.model, self.tok, self.base_dir)
+        model_dir = save_folder(run_dir / "model", self.model, self.tok, self.base_dir)
         curve = LearningCurve(
             task=self.pack.name, student=cfg.base_model, method=METHOD_KEY, hardware=hardware_fingerprint().key,
             examples_per_s=max(s["examples"] / max(s["seconds"], 1e-9), 1e-9), points=self.points,
@@ -372,22 +381,10 @@ class StreamRun:
         tmp = run_dir / "student.json.tmp"
         tmp.write_text(student.model_dump_json(indent=2))
         tmp.replace(run_dir / "student.json")
-        _record(curve, self.console)
+        if record:
+            _record(curve, self.console)
         self.console.print(f"[green]stream-trained {s['step']} steps / {s['examples']} examples -> {model_dir}")
         return student
-
-
-def _save_model(target: Path, model, tokenizer, base_dir: Path) -> Path:
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if (base_dir / TASK_FILE).is_file():  # a micro student: keep its task file and portable config
-        shutil.copy(base_dir / TASK_FILE, tmp / TASK_FILE)
-        portable_tokenizer_config(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
 
 
 def _write_card(student: StudentModel, base_dir: Path, card: dict) -> None:

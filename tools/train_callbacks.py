@@ -311,14 +311,34 @@ class CurveCallback(TrainerCallback):
         return hits / len(self.items)
 
 
-VALIDATION_SEED = 7_777  # validation items: a stream of their own, apart from the synthesis seeds
+VALIDATION_SEED = 7_777  # validation items when the data has no val split: a stream of their own
+
+
+def validation_items(pack, data, n_items: int) -> list:
+    """The first `n_items` of the dataset's `val` split (a `stratos synth` folder: disjoint from train by
+    canonical key), else `n_items` fresh items even over the pack's difficulty buckets."""
+    from stratos_agent.tasks import TaskItem
+
+    try:
+        from datasets import DatasetDict, load_from_disk
+
+        folder = Path(data) / "dataset" if (Path(data) / "dataset").is_dir() else Path(data)
+        splits = load_from_disk(str(folder)) if folder.is_dir() else None
+        if isinstance(splits, DatasetDict) and "val" in splits and "item" in splits["val"].column_names:
+            items = [TaskItem.model_validate_json(r) for r in splits["val"]["item"][:n_items]]
+            items = [it for it in items if it.task == pack.name]
+            if items:
+                return items
+    except (FileNotFoundError, ValueError):
+        pass
+    return pack.sample(n_items, seed=VALIDATION_SEED, distribution="even" if pack.difficulty_buckets else None)
 
 
 def curve_callback_for(config, *, n_items: int = 48, every_steps: int | None = None,
                        run: str | None = None) -> CurveCallback | None:
-    """The CurveCallback for a TrainConfig: its task pack as the student sees it (tools' recipe), `n_items`
-    fresh items even over the difficulty buckets, one point every ~1/8 of the run (>= 10 steps) when
-    the step count is known. None when the config names no task pack (nothing to verify with)."""
+    """The CurveCallback for a TrainConfig: its task pack as the student sees it (the task's recipe),
+    `n_items` validation items (`validation_items`), a point every ~1/8 of the run (>= 10 steps) when
+    the step count is known, else every 25 steps. None when the config names no task pack."""
     from stratos_agent.tools.calibration import method_key
 
     from stratos_agent.tasks.recipes import recipe_for
@@ -327,12 +347,12 @@ def curve_callback_for(config, *, n_items: int = 48, every_steps: int | None = N
         return None
     recipe = recipe_for(config.task)
     pack = recipe.pack(config.task, "student")
-    items = pack.sample(n_items, seed=VALIDATION_SEED, distribution="even" if pack.difficulty_buckets else None)
     rank = config.lora_r if config.lora else 0
     method = method_key(rank).replace("sft", config.method, 1)  # 'sft-lora16'; 'distill-full', 'grpo-lora16', ...
     steps = every_steps or max(10, config.max_steps // 8 if config.max_steps > 0 else 25)
     return CurveCallback(
-        pack, items, every_steps=steps, max_new_tokens=recipe.student_tokens, task=config.task.split(":")[0],
-        student=config.base_model, method=method, batch_size=config.batch_size * config.grad_accum,
-        lr=config.learning_rate, run=run or config.run_name,
+        pack, validation_items(pack, config.data, n_items), every_steps=steps,
+        max_new_tokens=recipe.student_tokens, task=config.task.split(":")[0], student=config.base_model,
+        method=method, batch_size=config.batch_size * config.grad_accum, lr=config.learning_rate,
+        run=run or config.run_name,
     )

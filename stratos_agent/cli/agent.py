@@ -359,7 +359,6 @@ def _print_status(outcome: Any) -> None:
     from rich.table import Table
 
     from stratos_agent.graphs.session import lifecycle_stages
-
     from stratos_agent.tools.outcome import outcome_lines
 
     v = outcome.values

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Source = Literal["bundled-gguf", "hf", "local-folder", "endpoint", "derived"]
+TASK_FILE = "stratos_task.json"  # in a micro student's folder: the task pack (and options) it serves
+Source = Literal["bundled-gguf", "hf", "local-folder", "endpoint", "derived", "scratch"]
 MetadataOrigin = Literal["computed", "catalog", "unknown"]
 
 
@@ -47,6 +48,10 @@ class ModelCandidate(BaseModel):
     base_url: str | None = Field(default=None, description="Endpoints: OpenAI-compatible base URL.")
     endpoint_model: str | None = Field(default=None, description="Endpoints: model name sent to the API.")
     derived_from: str | None = None
+    task: str | None = Field(
+        default=None, description="The only task pack this model serves (a micro student's tokenizer covers "
+        "that pack's notation and nothing else); None = any task."
+    )
     notes: str = ""
 
     @property

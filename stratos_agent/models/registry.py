@@ -21,6 +21,7 @@ from stratos_agent.errors import InputError
 from stratos_agent.models.atomic import is_complete, materialise, read_marker
 from stratos_agent.models.bundled import SMOLLM2_GGUF, converted_folder, gguf_recipe
 from stratos_agent.models.candidate import (
+    TASK_FILE,
     ModelCandidate,
     Source,
     architecture_fields,
@@ -52,6 +53,7 @@ class BuiltinModel:
     derived_from: str | None = None
     optional: bool = False  # an extra package the user may install; its absence is not a problem
     roles: tuple[str, ...] = ("teacher", "student")
+    task: str | None = None  # the only task it serves (micro students); None = any
 
 
 def _smollm2_missing() -> str | None:
@@ -95,6 +97,47 @@ def _build_gemma(registry: Registry) -> Path:
     materialise(gguf_dir, recipe, lambda tmp: {"file": str(package.assemble(tmp / package.MODEL_NAME))})
     gguf = gguf_dir / package.MODEL_NAME
     return converted_folder(gguf, registry.models_dir / "gemma3-270m", "Gemma 3 270M")
+
+
+# Micro students (issue 12): a Llama from scratch over the pack's compact notation, for a solver-backed
+# task on small compute. Built by stratos_agent/models/micro.py, imported only when a folder is built (the
+# builder needs the task pack and transformers). Sizes chosen by measured stream-training throughput
+# (batch 64, bf16 autocast, 1 torch thread, 2-core EPYC shared with other jobs at load ~2.2-2.4, 60 s
+# each; `python evals/mahjong_quality.py --size-probe 60`, evals/results/mahjong_quality_micro_sizes.json):
+# 4x192 (2.4M) 219 examples/s, 6x256 (6.3M) 100-114, 8x320 (13.1M) 53-57. The 6M reached 46% exact on
+# the even hold-out in 8 minutes (102 examples/s; mahjong_quality_micro-6m.json). The 13M sees too few
+# examples in minutes here and is not offered; with 2 threads on the loaded machine the 6M fell to 15
+# examples/s (threads spin), so 1 thread is the local default.
+MICRO_SIZES = {  # id -> (layers, width, heads, measured examples/s)
+    "mahjong-micro-2m": (4, 192, 3, 219.0),
+    "mahjong-micro-6m": (6, 256, 4, 102.0),
+}
+_MICRO_VOCAB = 24  # 17 Mahjong symbols + 7 specials (stratos_agent/models/micro.py)
+MICRO_TASK_OPTIONS = {"mahjong": {"prompt": "short"}}
+
+
+def _micro_builtin(model_id: str, task: str) -> BuiltinModel:
+    layers, width, heads, rate = MICRO_SIZES[model_id]
+    per_layer = 4 * width * width + 3 * width * 4 * width + 2 * width
+    params = _MICRO_VOCAB * width + layers * per_layer + width
+
+    def build(registry: Registry) -> Path:
+        from stratos_agent.models.micro import build_micro_student
+
+        return build_micro_student(task, registry.models_dir / model_id, layers=layers, width=width, heads=heads,
+                                   task_options=MICRO_TASK_OPTIONS[task], seed=0, label=model_id)
+
+    speed = f"; measured {rate:.0f} examples/s stream-training on 2 CPU cores" if rate else ""
+    return BuiltinModel(
+        id=model_id, source="scratch", licence="apache-2.0", is_instruct=False,
+        notes=f"micro student for the {task} task only: {params / 1e6:.1f}M-parameter Llama ({layers} layers, width "
+        f"{width}) from scratch with a task tokenizer over the pack's compact notation (short prompt); train "
+        f"it with stream=True (fresh solver-verified examples){speed}",
+        catalog={"family": "llama", "parameters": params, "layers": layers, "hidden_size": width,
+                 "attention_heads": heads, "kv_heads": heads, "head_dim": width // heads,
+                 "vocab_size": _MICRO_VOCAB, "context_length": 128, "has_chat_template": True},
+        build=build, roles=("student",), task=task,
+    )
 
 
 _SMOLLM2_CATALOG = {
@@ -145,6 +188,7 @@ BUILTINS: tuple[BuiltinModel, ...] = (
         optional=True,
         roles=("student",),  # a base model writes no usable rationales
     ),
+    *(_micro_builtin(model_id, "mahjong") for model_id in MICRO_SIZES),
 )
 
 
@@ -168,9 +212,11 @@ def _folder_candidate_cached(folder: Path, _config_mtime: int) -> ModelCandidate
     has_template = (folder / "chat_template.jinja").exists() or (
         tokenizer_config.exists() and "chat_template" in json.loads(tokenizer_config.read_text())
     )
+    task_file = folder / TASK_FILE
     return ModelCandidate(
         id=str(folder),
         source="local-folder",
+        task=json.loads(task_file.read_text()).get("task") if task_file.is_file() else None,
         parameters=count_safetensors_parameters(folder),
         tokenizer_fingerprint=fingerprint,
         has_chat_template=has_template,
@@ -266,7 +312,7 @@ class Registry:
     def _builtin_candidate(self, model: BuiltinModel) -> ModelCandidate:
         own = {
             "id": model.id, "source": model.source, "licence": model.licence, "is_instruct": model.is_instruct,
-            "notes": model.notes, "derived_from": model.derived_from, "roles": list(model.roles),
+            "notes": model.notes, "derived_from": model.derived_from, "roles": list(model.roles), "task": model.task,
         }
         folder = self.models_dir / model.id
         if read_marker(folder) is not None and (folder / "config.json").is_file():

@@ -58,7 +58,21 @@ class PlanPoint(BaseModel):
     p95_ms: float
     accuracy: float
     train_hours: float
+    train_examples: int = Field(default=0, description="Examples the training sees (data size x epochs, or "
+                                "the stream budget): what the run is sized to.")
     latency_source: Literal["measured", "modelled"]
+    accuracy_low: float | None = Field(default=None, description="95% interval of `accuracy`; None for a prior.")
+    accuracy_high: float | None = None
+    accuracy_source: Literal["fitted", "measured", "prior"] = Field(
+        default="prior", description="measured = read off recorded runs at that budget; fitted = a learning "
+        "curve fitted on recorded runs (tools/calibration.py); prior = no measurement (tools/pairing.py)."
+    )
+    accuracy_runs: int = Field(default=0, description="Recorded runs the accuracy rests on.")
+    accuracy_note: str = ""
+    train_hours_source: Literal["measured", "modelled"] = Field(
+        default="modelled", description="measured = this machine's recorded throughput for the student and "
+        "method; modelled = roofline (rescaled by that throughput when there is one)."
+    )
 
     @property
     def is_local(self) -> bool:

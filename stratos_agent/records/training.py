@@ -77,6 +77,9 @@ class TrainConfig(BaseModel):
         default=0.5, ge=0, le=1,
         description="Stream: share of items from the pack's natural generator; the rest even over difficulty.",
     )
+    bf16_autocast: bool = Field(
+        default=True, description="Stream: bf16 autocast (fp32 master weights); ~5x faster on CPUs with AVX512-BF16."
+    )
     eval_every: int = Field(default=4096, gt=0, description="Stream: validation exact match every N examples.")
     eval_n: int = Field(default=200, gt=0, description="Stream: validation items per learning-curve point.")
 
@@ -92,7 +95,7 @@ class TrainConfig(BaseModel):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_STREAM_FIELDS = ("stream", "examples_budget", "stream_mix")
+_STREAM_FIELDS = ("stream", "examples_budget", "stream_mix", "bf16_autocast")
 _EVAL_ONLY = ("eval_every", "eval_n")
 
 

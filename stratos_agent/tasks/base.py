@@ -230,7 +230,7 @@ class BaseTaskPack(ABC):
         """The symbols every prompt (`render_prompt`) and answer line (`format_answer`) is written in, when
         that set is closed (a solver-backed pack with a compact notation); None otherwise (the default).
 
-        A micro student's tokenizer is built from it (`tools/micro_student.py`): one token per symbol,
+        A micro student's tokenizer is built from it (`stratos_agent/models/micro.py`): one token per symbol,
         longest match first, so the list may hold words (`"Hand:"`) next to single characters.
         """
         return None

@@ -2,9 +2,8 @@
 
 A recipe says which prompt variant the student learns (a short prompt saves tokens on every request),
 how the solver writes the completion, how many tokens student and teacher answers need, and the
-sequence length to train at. Tasks without an entry get `DEFAULT`. The sizes of a run on this
-machine (`LocalSizes`) live here too: they bound the embedded default so that `make demo` reaches a live
-endpoint in minutes on 2 CPU cores.
+sequence length to train at. Tasks without an entry get `DEFAULT`. The few sizes a plan does not set
+(`LocalSizes`: hold-out and probe items, checkpoint interval) live here too.
 """
 
 from __future__ import annotations
@@ -51,13 +50,12 @@ def recipe_for(task: str) -> Recipe:
 
 
 class LocalSizes(BaseModel):
-    """Sizes of a run on this (CPU) machine: a few thousand solver examples, a few minutes of training,
-    ~100 hold-out items. Each can be overridden by environment (tests use tiny ones):
-    STRATOS_LOCAL_SYNTH_N, STRATOS_LOCAL_TRAIN_MINUTES, STRATOS_LOCAL_EVAL_N, STRATOS_LOCAL_PROBE_N,
-    STRATOS_LOCAL_SAVE_STEPS."""
+    """Sizes the plan does not set: rows to synthesise when there is no plan, ~100 hold-out items, 8 probe
+    items per teacher, checkpoint interval. Data size and training are the plan's, time-boxed only by the
+    spec's deadline_hours. Each can be overridden by environment (tests use tiny ones):
+    STRATOS_LOCAL_SYNTH_N, STRATOS_LOCAL_EVAL_N, STRATOS_LOCAL_PROBE_N, STRATOS_LOCAL_SAVE_STEPS."""
 
     synth_n: int = 3000
-    train_minutes: float = 4.0
     eval_n: int = 100
     probe_n: int = 8
     save_steps: int = 25

@@ -12,10 +12,18 @@ from datetime import UTC, datetime
 
 import numpy as np
 from stratos_agent.tools import pareto
+from stratos_agent.tools.calibration import SOURCES
 from stratos_agent.tools.pairing import STRATEGY_CODES, score_pairs
 from stratos_agent.tools.planning.explain import explain, why_infeasible
-from stratos_agent.tools.planning.grid import DEFAULT_DATA_SIZES, DEFAULT_LORA_RANKS, Candidates, screen
+from stratos_agent.tools.planning.grid import (
+    DEFAULT_DATA_SIZES,
+    DEFAULT_LORA_RANKS,
+    EPOCHS,
+    Candidates,
+    screen,
+)
 from stratos_agent.tools.planning.inputs import PlanningInputs, gather_inputs
+from stratos_agent.tools.planning.measured import accuracy_note
 from stratos_agent.tools.planning.serving import ServingTable, serving_table, student_serving_summary
 
 from stratos_agent.catalog import Catalog
@@ -46,6 +54,8 @@ def _point(
     pair = pairs[cands.pair[i]]
     codes = {v: k for k, v in STRATEGY_CODES.items()}
     j = [s.id for s in inputs.students].index(pair.student)
+    acc = cands.acc
+    measured = acc is not None and acc.source[i] != SOURCES.index("prior")
     return PlanPoint(
         server=offer.id,
         gpu=offer.gpu,
@@ -63,7 +73,16 @@ def _point(
         p95_ms=float(cands.F[i, 1]),
         accuracy=float(-cands.F[i, 2]),
         train_hours=float(cands.F[i, 3]),
+        train_examples=int(cands.data_size[i] * EPOCHS),
         latency_source=table.source[cands.offer[i], j],
+        accuracy_low=float(acc.low[i]) if measured else None,
+        accuracy_high=float(acc.high[i]) if measured else None,
+        accuracy_source=SOURCES[int(acc.source[i])] if measured else "prior",
+        accuracy_runs=int(acc.curves[i]) if measured else 0,
+        accuracy_note=accuracy_note(inputs.task.name, inputs.students[j], int(cands.strategy[i]), int(cands.rank[i]),
+                                    float(cands.data_size[i] * EPOCHS)) if measured else "",
+        train_hours_source="measured" if cands.hours_measured is not None and cands.hours_measured[i]
+        else "modelled",
     )
 
 

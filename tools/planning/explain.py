@@ -13,6 +13,23 @@ def _fmt_cost(x: float) -> str:
     return f"${x:,.2f}" if x < 100 else f"${x:,.0f}"
 
 
+def accuracy_words(p: PlanPoint) -> str:
+    """'34% (fitted on 2 runs, 95% 28-40%)', '12% (measured on 3 runs, 95% 8-16%)' or '6% (prior: no
+    measurement)': the figure and what it rests on."""
+    if p.accuracy_source == "prior" or p.accuracy_low is None or p.accuracy_high is None:
+        return f"{p.accuracy:.0%} (prior: no measurement)"
+    far = "; extrapolated far beyond the runs" if "extrapolated" in p.accuracy_note else ""
+    return (
+        f"{p.accuracy:.0%} ({p.accuracy_source} on {p.accuracy_runs} run{'s' if p.accuracy_runs != 1 else ''}, "
+        f"95% {100 * p.accuracy_low:.0f}-{100 * p.accuracy_high:.0f}%{far})"
+    )
+
+
+def hours_words(p: PlanPoint) -> str:
+    what = "measured throughput" if p.train_hours_source == "measured" else "modelled"
+    return f"{p.train_hours:.2g} h of training ({what})"
+
+
 def _versus(chosen: PlanPoint, other: PlanPoint, role: str) -> str | None:
     """'Against <role> (...): gains ..., gives up ...' in words, or None when it is the same point."""
     deltas = [  # (name, chosen better by, formatted magnitude)
@@ -35,7 +52,7 @@ def _versus(chosen: PlanPoint, other: PlanPoint, role: str) -> str | None:
         return None
     head = (
         f"Against {role} ({other.gpu}, {_fmt_cost(other.cost_usd)}, p95 {other.p95_ms:.0f} ms, "
-        f"{other.accuracy:.0%})"
+        f"{other.accuracy:.0%} {other.accuracy_source})"
     )
     if losses and gains:
         return f"{head} it gives up {', '.join(losses)} in exchange for {', '.join(gains)}."
@@ -57,8 +74,8 @@ def explain(chosen: PlanPoint, front: list[PlanPoint], how: str) -> str:
             f"{_fmt_cost(chosen.cost_usd)} total ({_fmt_cost(chosen.cost_training_usd)} training, "
             f"{_fmt_cost(chosen.cost_serving_usd)} serving on {chosen.replicas} instance(s), "
             f"{_fmt_cost(chosen.cost_synthesis_usd)} teacher data), p95 {chosen.p95_ms:.0f} ms "
-            f"({chosen.latency_source}), expected accuracy {chosen.accuracy:.0%}, "
-            f"{chosen.train_hours:.2g} h of training."
+            f"({chosen.latency_source}), expected accuracy {accuracy_words(chosen)}, "
+            f"{hours_words(chosen)}."
         )
     ]
     parts += [text for role, other in refs if (text := _versus(chosen, other, role))]

@@ -4,10 +4,12 @@ Every candidate is evaluated with numpy in one pass into four minimised objectiv
 -accuracy, training hours):
 
 - serving: the serving table (serving.py): replicas to carry the spec's qps, $ over its duration;
-- training: FLOPs (6 P T, LoRA 4 P T, + teacher forward for logit KD, + GRPO rollouts for injection)
+- training: FLOPs (6 P T, LoRA 4 P T, + teacher forward for logit KD; no GRPO: the agent does not run it)
   over the server's achievable FLOP/s; on-demand $/h x hours; memory for weights + optimiser states;
 - synthesis: teacher tokens needed for the data (1 / yield attempts) x teacher $/1k tokens;
-- accuracy: tools/pairing.expected_accuracy.
+- accuracy: predicted from the calibration store's learning curves at n x EPOCHS examples (measured or
+  fitted, with a 95% interval) where a curve exists, else the prior tools/pairing.expected_accuracy
+  (measured.py); training hours rescaled by this machine's measured throughput where there is one.
 
 `screen` then applies hardware and spec constraints, counting each drop by reason.
 """
@@ -20,6 +22,7 @@ import numpy as np
 from stratos_agent.tools import roofline
 from stratos_agent.tools.pairing import STRATEGY_CODES, capacity, expected_accuracy
 from stratos_agent.tools.planning.inputs import PlanningInputs
+from stratos_agent.tools.planning.measured import AccuracyColumns, accuracy_columns, hours_scale
 from stratos_agent.tools.planning.serving import ServingTable, eff_from, offer_arrays
 
 from stratos_agent.records.plans import PairScore
@@ -27,8 +30,6 @@ from stratos_agent.spec import DistillationSpec
 
 EPOCHS = 3  # TRL SFTConfig default num_train_epochs
 RATIONALE_TOKENS = 256  # one synthesised completion (tools/synth.py default max_new_tokens)
-GRPO_GENERATIONS = 8  # TRL GRPOConfig default num_generations
-GRPO_PROMPT_FRACTION = 0.5  # injection runs GRPO on half as many prompts as SFT examples (assumption)
 # Training memory per parameter: mixed-precision Adam keeps bf16 weights + grads and fp32 master +
 # two moments = 16 bytes (ZeRO paper, Rajbhandari et al. 2020); LoRA keeps a frozen bf16 base (2 B)
 # and adapter states (~2% of params x 16 B).
@@ -56,6 +57,8 @@ class Candidates:
     cost_synthesis: np.ndarray
     replicas: np.ndarray
     hw_reasons: dict[str, np.ndarray]  # reason -> mask of candidates it excludes (hardware)
+    acc: AccuracyColumns | None = None  # where each accuracy comes from: interval, source, runs
+    hours_measured: np.ndarray | None = None  # training time = this machine's measured throughput
 
     def __len__(self) -> int:
         return len(self.offer)
@@ -133,10 +136,14 @@ def evaluate_candidates(
         tokens,
         teacher_params=np.where(logit, tp, 0.0),
         lora=lora,
-        rl_rollouts=np.where(inj, GRPO_GENERATIONS * GRPO_PROMPT_FRACTION * n, 0.0),
+        rl_rollouts=0.0,  # the agent runs SFT only (no GRPO stage yet): a plan prices what runs
         rl_tokens=RATIONALE_TOKENS,
     )
     hours = roofline.training_hours(flops, a["tflops"][o], a["count"][o], eff_from(a, o))
+    rho, rho_measured = hours_scale(inputs, stud, r, spec.traffic.prompt_tokens + RATIONALE_TOKENS)
+    hours = hours * rho
+    sft_only = ~logit  # no teacher forward on top
+    hours_measured = rho_measured & a["local"][o] & sft_only
     train_mem = sp * np.where(lora, TRAIN_BYTES_LORA, TRAIN_BYTES_FULL) / 1e9 + np.where(
         logit, tp * 2 / 1e9, 0.0
     )
@@ -148,7 +155,9 @@ def evaluate_candidates(
     cost_synth = n * RATIONALE_TOKENS / yield_ / 1000 * t_usd
     cost_serve = table.cost_usd[o, stud]
     cap = capacity(sp, inputs.task.difficulty)
-    acc = expected_accuracy(s, probe, cap, n, r, inputs.task.difficulty)
+    prior = expected_accuracy(s, probe, cap, n, r, inputs.task.difficulty)
+    accs = accuracy_columns(inputs, stud, r, s, n * EPOCHS, probe, prior)
+    acc = accs.value
     F = np.column_stack([cost_train + cost_serve + cost_synth, table.p95_ms[o, stud], -acc, hours])
     reasons = {
         "serving memory (weights + KV cache + runtime) exceeds the server": ~table.fits[o, stud],
@@ -167,6 +176,8 @@ def evaluate_candidates(
         cost_synthesis=cost_synth,
         replicas=table.instances[o, stud],
         hw_reasons=reasons,
+        acc=accs,
+        hours_measured=hours_measured,
     )
 
 

@@ -48,6 +48,7 @@ class PlanningInputs:
     catalog_age_days: int
     teacher_usd_per_1k: dict[str, float] = field(default_factory=dict)
     measured: dict[tuple[str, str], BenchResult] = field(default_factory=dict)  # (offer id, model)
+    local_hardware: str | None = None  # HardwareFingerprint.key of this machine (calibration store lookups)
 
 
 def _gpu_efficiency(offer: ServerOffer, results: list[BenchResult]) -> Efficiency:
@@ -85,6 +86,21 @@ def _roles(registry, cand: ModelCandidate) -> tuple[str, ...]:
     )
 
 
+def _for_task(cand: ModelCandidate, task: str) -> bool:
+    """A student made for one task (a micro student: `task` set on its candidate) only serves that task."""
+    own = getattr(cand, "task", None)
+    return own is None or own == task or own == task.split(":")[0]
+
+
+def _local_threads() -> int:
+    """The torch threads this machine's offer is measured at (as machine_peaks.local_offer counts them)."""
+    import torch
+
+    from stratos_agent.settings import get_settings
+
+    return get_settings().threads or torch.get_num_threads()
+
+
 def gather_inputs(
     spec: DistillationSpec,
     *,
@@ -104,6 +120,7 @@ def gather_inputs(
     results = server_bench.cached_results()
     effs = [_gpu_efficiency(o, results) for o in offers]
     measured: dict[tuple[str, str], BenchResult] = {}
+    local_hardware = None
     if (
         include_local
         and (not spec.constraints.clouds or "local" in spec.constraints.clouds)
@@ -119,6 +136,7 @@ def gather_inputs(
         )
         offers, effs = [local, *offers], [eff, *effs]
         measured = {(local.id, r.model): r for r in mine}
+        local_hardware = machine_peaks.hardware_fingerprint(_local_threads()).key
     if not offers:
         raise InputError("no server left after the cloud/GPU filters; widen --gpu or the spec's clouds")
 
@@ -132,7 +150,7 @@ def gather_inputs(
     students = (
         [registry.get(spec.student)]
         if spec.student
-        else [c for c in pool if "student" in _roles(registry, c)]
+        else [c for c in pool if "student" in _roles(registry, c) and _for_task(c, task.name)]
     )
     shapes = {c.id: s for c in [*teachers, *students] if (s := model_shape(c)) is not None}
     students = [s for s in students if s.id in shapes]
@@ -148,6 +166,7 @@ def gather_inputs(
         catalog_date=catalog.date,
         catalog_age_days=catalog.age_days,
         measured=measured,
+        local_hardware=local_hardware,
     )
     inputs.teacher_usd_per_1k = {t.id: teacher_usd_per_1k(t, inputs) for t in teachers}
     return inputs

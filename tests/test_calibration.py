@@ -1,0 +1,192 @@
+"""Calibration store: append-only curves, fit and predict (measured / fitted / prior), throughput, the
+training callback that records curves, and the planner reading the store."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from stratos_agent.tools import calibration
+from stratos_agent.tools.calibration import method_key, predict_accuracy, record_curve
+
+from stratos_agent.records.calibration import CurvePoint, LearningCurve
+
+TRUE = (0.6, 0.55, 700.0)  # a, b, k of acc(x) = a - b exp(-x / k)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv(calibration.STORE_ENV, str(tmp_path / "calibration"))
+    return tmp_path / "calibration"
+
+
+def curve(xs, ys, *, n=400, student="s", method="sft-full", hardware="hw", eps=5.0, run="r", task="t"):
+    pts = [CurvePoint(examples=int(x), exact=float(y), n=n, seconds=x / eps) for x, y in zip(xs, ys, strict=True)]
+    return LearningCurve(task=task, student=student, method=method, hardware=hardware, examples_per_s=eps,
+                         points=pts, batch_size=8, learning_rate=1e-4, run=run, created="2026-01-01T00:00:00")
+
+
+def synthetic(run: str, seed: int, xs=(100, 200, 400, 800, 1600), n=400, **kw) -> LearningCurve:
+    rng = np.random.default_rng(seed)
+    ys = [rng.binomial(n, calibration._exp(x, *TRUE)) / n for x in xs]
+    return curve(xs, ys, n=n, run=run, **kw)
+
+
+def test_method_keys():
+    assert method_key(0) == "sft-full" and method_key(16) == "sft-lora16" and method_key(0, stream=True) == "stream-full"
+    with pytest.raises(ValueError):
+        method_key(-1)
+
+
+def test_store_is_append_only_filters_and_skips_unreadable_files(store, caplog):
+    first = record_curve(synthetic("a", 0))
+    again = record_curve(synthetic("a", 0))  # the same curve twice: two files, nothing overwritten
+    record_curve(synthetic("b", 1, student="other", hardware="hw2"))
+    assert first != again and first.read_text() == again.read_text()
+    assert not list(store.glob(".*.tmp"))
+    (store / "zz-corrupt.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING):
+        everything = calibration.curves("t")
+    assert len(everything) == 3 and "zz-corrupt.json" in caplog.text
+    assert [c.run for c in calibration.curves("t", student="other")] == ["b"]
+    assert calibration.curves("t", hardware="hw") and not calibration.curves("t", method="sft-lora8")
+    assert calibration.curves("another-task") == []
+
+
+def test_fit_recovers_known_parameters():
+    xs = np.geomspace(50, 5000, 12)
+    fit = calibration.fit_points(xs, calibration._exp(xs, *TRUE), np.full(xs.shape, 100_000))
+    assert fit.params == pytest.approx(TRUE, rel=0.02)
+    noisy = [synthetic(f"r{i}", i) for i in range(3)]
+    cs = calibration.build_curve_set("t", "s", "sft-full", noisy)
+    assert cs.fit_curves == 3 and cs.fit.params[0] == pytest.approx(TRUE[0], abs=0.05)
+    assert cs.fit.params[2] == pytest.approx(TRUE[2], rel=0.35)
+
+
+def test_measured_fitted_and_interval_widens_with_extrapolation(store):
+    for i in range(2):
+        record_curve(synthetic(f"r{i}", i))
+    inside = predict_accuracy("t", "s", "sft-full", 1000)
+    assert inside.source == "measured" and inside.curves == 2
+    assert inside.value == pytest.approx(calibration._exp(1000, *TRUE), abs=0.05)
+    near = predict_accuracy("t", "s", "sft-full", 3000)
+    far = predict_accuracy("t", "s", "sft-full", 60_000)
+    for p in (near, far):
+        assert p.source == "fitted" and p.curves == 2 and 0 <= p.low <= p.value <= p.high <= 1
+        assert p.value == pytest.approx(TRUE[0], abs=0.06)
+    assert far.high - far.low > 1.5 * (near.high - near.low)
+    assert "extrapolated" in far.note and "extrapolated" not in near.note
+
+
+def test_prior_fallback_is_labelled_and_short_curves_do_not_fit(store):
+    p = predict_accuracy("t", "s", "sft-lora16", 2000, prior=0.07)
+    assert p.source == "prior" and p.value == 0.07 and (p.low, p.high) == (0.0, 1.0) and "prior" in p.note
+    record_curve(curve([100, 200], [0.1, 0.2]))  # two points: not enough for a fit
+    assert predict_accuracy("t", "s", "sft-full", 150).source == "measured"
+    assert predict_accuracy("t", "s", "sft-full", 5000, prior=0.01).source == "prior"
+
+
+def test_examples_per_second_is_the_median_on_that_hardware(store):
+    for i, eps in enumerate((2.0, 3.0, 10.0)):
+        record_curve(synthetic(f"r{i}", i, eps=eps))
+    record_curve(synthetic("gpu", 9, eps=500.0, hardware="gpu"))
+    assert calibration.examples_per_second("t", "s", "sft-full", "hw") == 3.0
+    assert calibration.examples_per_second("t", "s", "sft-full", "gpu") == 500.0
+    assert calibration.examples_per_second("t", "s", "sft-lora16", "hw") is None
+
+
+def test_curve_callback_records_a_curve(store, tiny_llama, tmp_path):
+    from datasets import Dataset
+    from stratos_agent.tools.train import CHATML, train
+    from stratos_agent.tools.train_callbacks import CurveCallback
+
+    from stratos_agent.records.training import TrainConfig
+    from stratos_agent.tasks import get_task_pack
+
+    pack = get_task_pack("mahjong", prompt="short")
+    rows = [{"prompt": pack.render_prompt(it), "completion": pack.solver_rationale(it, "answer")}
+            for it in pack.sample(16, seed=3, distribution="even")]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "data"))
+    cfg = TrainConfig(run_name="c", base_model=str(tiny_llama), data=tmp_path / "data", max_steps=4,
+                      save_steps=100, batch_size=4, max_seq_len=48, chat_template=CHATML, threads=1)
+    cb = CurveCallback(pack, pack.sample(4, seed=11), every_steps=2, max_new_tokens=4, task="mahjong",
+                       student="tiny", method=method_key(16), batch_size=4, lr=cfg.learning_rate, run="test")
+    train(cfg, run_dir=tmp_path / "run", callbacks=[cb])
+    (stored,) = calibration.curves("mahjong", student="tiny", method="sft-lora16")
+    assert cb.path is not None and cb.path.parent == store
+    assert [p.examples for p in stored.points] == [0, 8, 16] and all(p.n == 4 for p in stored.points)
+    assert stored.examples_per_s > 0 and stored.points[-1].seconds > 0 and stored.hardware
+
+
+def test_planner_reads_the_store(store):
+    from stratos_agent.tools.planning import plan_for, prepare, screen
+    from stratos_agent.tools.planning.grid import EPOCHS
+
+    from stratos_agent.spec import Constraints, DistillationSpec, Traffic
+
+    spec = DistillationSpec(task="mahjong", constraints=Constraints(budget_usd=800, p95_latency_ms=400),
+                            traffic=Traffic(qps=2))
+    before = plan_for(spec, include_local=False)
+    assert all(p.accuracy_source == "prior" and p.accuracy_low is None for p in before.front)
+    assert "prior: no measurement" in before.why
+    for i in range(2):  # curves of the full fine-tune of SmolLM2-135M, reaching 1,600 examples
+        record_curve(synthetic(f"r{i}", i, task="mahjong", student="smollm2-135m"))
+    ctx = prepare(spec, include_local=False)
+    cands = screen(spec, ctx.inputs, ctx.pairs, ctx.table).cands
+    ids = [s.id for s in ctx.inputs.students]
+    student = np.array([ids.index(ctx.pairs[p].student) for p in cands.pair])
+    mine = (student == ids.index("smollm2-135m")) & (cands.rank == 0) & (cands.strategy != 1)  # SFT runs
+    assert mine.any()
+    assert {calibration.SOURCES[int(k)] for k in cands.acc.source[mine]} <= {"fitted", "measured"}
+    assert {calibration.SOURCES[int(k)] for k in cands.acc.source[~mine]} == {"prior"}
+    i = np.flatnonzero(mine & (cands.strategy == 2))[0]  # injection: solver rows, the recorded curves
+    expect = predict_accuracy("mahjong", "smollm2-135m", "sft-full", int(cands.data_size[i] * EPOCHS))
+    assert -cands.F[i, 2] == pytest.approx(expect.value)
+    assert (cands.acc.low[i], cands.acc.high[i]) == pytest.approx((expect.low, expect.high))
+    after = plan_for(spec.model_copy(update={"preference": "accurate"}), include_local=False)
+    fitted = [p for p in after.front if p.accuracy_source != "prior"]
+    assert fitted and all(p.accuracy_low <= p.accuracy <= p.accuracy_high and p.accuracy_runs == 2 for p in fitted)
+    assert any("fitted on" in p.accuracy_note for p in fitted)
+
+
+def test_local_training_time_from_measured_throughput(store):
+    from stratos_agent.tools import machine_peaks
+    from stratos_agent.tools.planning import prepare, screen
+    from stratos_agent.tools.planning.grid import EPOCHS
+    from stratos_agent.tools.planning.inputs import _local_threads
+
+    from stratos_agent.spec import DistillationSpec
+
+    spec = DistillationSpec(task="mahjong")
+    key = machine_peaks.hardware_fingerprint(_local_threads()).key
+    record_curve(synthetic("r", 0, task="mahjong", student="smollm2-135m", hardware=key, eps=4.0))
+    ctx = prepare(spec)
+    assert ctx.inputs.local_hardware == key
+    cands = screen(spec, ctx.inputs, ctx.pairs, ctx.table).cands
+    ids = [s.id for s in ctx.inputs.students]
+    local = np.array([ctx.inputs.offers[o].is_local for o in cands.offer])
+    student = np.array([ids.index(ctx.pairs[p].student) for p in cands.pair])
+    sel = local & (student == ids.index("smollm2-135m")) & (cands.rank == 0) & (cands.strategy == 0)
+    assert sel.any() and cands.hours_measured[sel].all()
+    assert cands.F[sel, 3] == pytest.approx(cands.data_size[sel] * EPOCHS / 4.0 / 3600)
+    assert not cands.hours_measured[~local].any()  # GPU offers: the roofline rescaled, labelled modelled
+
+
+def test_curve_callback_for_a_config_validates_on_the_val_split(tmp_path):
+    from datasets import Dataset, DatasetDict
+    from stratos_agent.tools.train_callbacks import curve_callback_for
+
+    from stratos_agent.records.training import TrainConfig
+    from stratos_agent.tasks import get_task_pack
+
+    pack = get_task_pack("mahjong", prompt="short")
+    val = pack.sample(5, seed=21)
+    rows = [{"prompt": pack.render_prompt(it), "completion": "x", "item": it.model_dump_json()} for it in val]
+    DatasetDict({"train": Dataset.from_list(rows), "val": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "d"))
+    cfg = TrainConfig(run_name="r", base_model="smollm2-135m", data=tmp_path / "d", task="mahjong", max_steps=160)
+    cb = curve_callback_for(cfg)
+    assert cb.items == val and cb.every_steps == 20 and cb.method == "sft-lora16" and cb.max_new_tokens == 24
+    full = curve_callback_for(cfg.model_copy(update={"lora": False, "data": tmp_path / "none", "max_steps": -1}))
+    assert full.method == "sft-full" and len(full.items) == 48 and full.every_steps == 25
+    assert curve_callback_for(cfg.model_copy(update={"task": None})) is None
