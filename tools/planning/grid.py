@@ -22,7 +22,7 @@ import numpy as np
 from stratos_agent.tools import roofline
 from stratos_agent.tools.pairing import STRATEGY_CODES, capacity, expected_accuracy
 from stratos_agent.tools.planning.inputs import PlanningInputs
-from stratos_agent.tools.planning.measured import AccuracyColumns, accuracy_columns, hours_scale
+from stratos_agent.tools.planning.measured import AccuracyColumns, accuracy_columns, hours_scale, streams
 from stratos_agent.tools.planning.serving import ServingTable, eff_from, offer_arrays
 
 from stratos_agent.records.plans import PairScore
@@ -85,7 +85,10 @@ def grid_indices(
             indexing="ij",
         )
     )
-    keep = allowed_matrix(pairs)[p, s]
+    # A micro student trains on a stream, always as a full fine-tune: only rank 0 describes what runs.
+    by_id = {c.id: c for c in inputs.students}
+    streaming = np.array([streams(by_id.get(pr.student)) for pr in pairs], dtype=bool)
+    keep = allowed_matrix(pairs)[p, s] & ~(streaming[p] & (r > 0))
     return o[keep], p[keep], s[keep], r[keep], n[keep]
 
 
