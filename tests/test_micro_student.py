@@ -195,8 +195,10 @@ def test_stream_training_checkpoints_resumes_and_records_a_curve(home, pack, mic
     assert [r["val_exact"] for r in rows if r["val_exact"]] and max(int(r["step"]) for r in rows) == 30
     card = json.loads((run / "stream_card.json").read_text())
     assert card["examples_seen"] == 480 and sum(card["difficulty_counts"].values()) == 480
-    assert list((home / "calibration").glob("*.json")) or not importlib.util.find_spec(
-        "stratos_agent.tools.calibration")
+    from stratos_agent.tools import calibration
+
+    recorded = calibration.curves("mahjong", student=student.base_model, method="stream-full")
+    assert any([p.examples for p in c.points] == [160, 320, 480] for c in recorded)  # the run fed the store
     AutoModelForCausalLM.from_pretrained(student.model_dir)
     assert AutoTokenizer.from_pretrained(student.model_dir).chat_template == CHAT_TEMPLATE
     assert (student.model_dir / "stratos_task.json").is_file()
