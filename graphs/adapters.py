@@ -205,7 +205,7 @@ def run_evaluate(ctx: ToolContext, args: EvaluateStudentArgs) -> ToolOutcome:
     model: StudentModel = ctx.need("model")
     teacher = ctx.chosen.teacher if ctx.chosen else "smollm2-135m"
     result = evaluate_pair(ctx.spec.task, test, model.model_dir, teacher, recipe_for(ctx.spec.task),
-                           limit=args.n, threads=get_settings().threads)
+                           limit=args.n, threads=get_settings().threads, teacher_cache=ctx.run_dir / "eval")
     return ToolOutcome(result, {
         "n": result.n, "student_exact_match": round(result.student.exact_match, 4),
         "teacher_exact_match": round(result.teacher.exact_match, 4) if result.teacher else None,

@@ -159,3 +159,27 @@ def test_stratos_eval_cli(tiny_llama, held_out, tmp_path):
     failed = subprocess.run(cmd[:5] + [str(bad)] + cmd[6:], check=False,
                             capture_output=True, text=True, timeout=600)
     assert failed.returncode != 0 and "bad.jsonl:2" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_evaluate_pair_keeps_the_teachers_report_for_the_next_round(tiny_llama, held_out, tmp_path, monkeypatch):
+    """A train-on round re-evaluates the student only: the teacher's report on the same items is reused."""
+    from stratos_agent.tools import evaluate as ev
+
+    from stratos_agent.tasks.recipes import recipe_for
+
+    path, _ = held_out
+    calls: list[str] = []
+    real = ev.evaluate
+
+    def counting(task, data, **kw):
+        calls.append(str(kw.get("model")))
+        return real(task, data, **kw)
+
+    monkeypatch.setattr(ev, "evaluate", counting)
+    recipe = recipe_for("mahjong").model_copy(update={"student_tokens": 4, "teacher_tokens": 4})
+    first = ev.evaluate_pair("mahjong", path, tiny_llama, str(tiny_llama), recipe, limit=4, threads=1,
+                             teacher_cache=tmp_path / "eval")
+    again = ev.evaluate_pair("mahjong", path, tiny_llama, str(tiny_llama), recipe, limit=4, threads=1,
+                             teacher_cache=tmp_path / "eval")
+    assert calls == [str(tiny_llama)] * 3  # student, teacher, then the student alone
+    assert again.teacher == first.teacher and again.n == 4 and len(list((tmp_path / "eval").glob("*.json"))) == 1

@@ -13,7 +13,10 @@ official `openai` client with bounded concurrency and its retries.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -324,13 +327,20 @@ def evaluate_pair(
     limit: int | None = None,
     endpoint: str | None = None,
     threads: int | None = None,
+    teacher_cache: Path | None = None,
 ) -> Comparison:
     """Student and teacher on the same held-out items, each prompted as its recipe says, plus the trivial
     baselines. `teacher` is a registry id / folder, or `endpoint:NAME` for a model served at `endpoint`
-    (default: OPENAI_BASE_URL)."""
+    (default: OPENAI_BASE_URL). With `teacher_cache` (a folder), the teacher's report on these items is
+    kept there and reused: a train-on round re-evaluates only the student."""
     student_pack = recipe.pack(task, "student")
     student = evaluate(student_pack, data, model=str(student_model), limit=limit,
                        max_new_tokens=recipe.student_tokens, threads=threads)
+    key = hashlib.sha256(json.dumps([teacher, str(data), limit, recipe.teacher_tokens,
+                                     recipe.teacher_pack]).encode()).hexdigest()[:16]
+    cached = teacher_cache / f"teacher-{key}.json" if teacher_cache else None
+    if cached is not None and cached.is_file():
+        return compare(student_pack, data, student, EvalReport.model_validate_json(cached.read_text()), limit=limit)
     teacher_pack = recipe.pack(task, "teacher")
     if teacher.startswith("endpoint:"):
         teacher_report = evaluate(teacher_pack, data, endpoint=endpoint or get_settings().openai_base_url,
@@ -339,4 +349,9 @@ def evaluate_pair(
     else:
         teacher_report = evaluate(teacher_pack, data, model=teacher, limit=limit,
                                   max_new_tokens=recipe.teacher_tokens, threads=threads)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(teacher_report.model_dump_json())
+        os.replace(tmp, cached)  # atomic: a kill leaves the old file or the new one
     return compare(student_pack, data, student, teacher_report, limit=limit)
