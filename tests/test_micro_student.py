@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from stratos_agent.tools import engine_launch
-from stratos_agent.tools.stream_train import heldout_from_data, lr_factor, stream_train
+from stratos_agent.tools.stream_data import heldout_from_data
+from stratos_agent.tools.stream_train import lr_factor, stream_train
 from stratos_agent.tools.train import train
 from support.env import private_settings
 

@@ -8,7 +8,7 @@ dataset's val/test splits, plus keys the caller adds) are dropped: splits stay d
     train(TrainConfig(run_name="mj", base_model="mahjong-micro-6m", task="mahjong", data=Path("runs/data/mj"),
                       stream=True, lora=False, learning_rate=2e-3, batch_size=64, time_limit_s=480))
 
-Plain PyTorch: AdamW and warm-up + cosine sized to the budget (progress = the larger of steps/step budget
+The data side (hold-out keys, answer-masked batches) is tools/stream_data.py. Plain PyTorch: AdamW and warm-up + cosine sized to the budget (progress = the larger of steps/step budget
 and seconds/time limit, so a time-bounded run still anneals), `batch_size` examples per step. A run
 folder holds `checkpoints/step-N/state.pt` (model, optimizer, RNG, step, counters) every `save_steps`
 steps -- a rerun resumes from the newest -- `metrics.csv` (loss and validation exact match),
@@ -31,6 +31,7 @@ from pathlib import Path
 
 from rich.console import Console
 from stratos_agent.tools.micro_student import save_folder, trained_card
+from stratos_agent.tools.stream_data import Encoder, heldout_from_data
 from stratos_agent.tools.train_callbacks import MetricsCallback, peak_rss_bytes
 from stratos_agent.tools.train_card import write_model_card
 from stratos_agent.tools.train_memory import check_fits, estimate_memory
@@ -41,7 +42,7 @@ from stratos_agent.models.micro import pack_for_model
 from stratos_agent.records.calibration import CurvePoint, LearningCurve
 from stratos_agent.records.training import StudentModel, TrainConfig
 from stratos_agent.settings import apply_thread_settings
-from stratos_agent.tasks import TaskItem, TaskPack
+from stratos_agent.tasks import TaskItem
 from stratos_agent.tasks.base import VerifiedStream
 from stratos_agent.tasks.recipes import recipe_for
 
@@ -51,92 +52,6 @@ STREAM_CARD = "stream_card.json"
 METHOD_KEY = "stream-full"
 MIN_LR_RATIO = 0.1  # the cosine ends at 10% of the peak rate, not 0: the last minutes still learn
 _VALIDATION_SEED = 7_777  # used only when the dataset has no val split
-
-
-# ----------------------------------------------------------------------------------- data
-def heldout_from_data(data: Path | None, pack: TaskPack) -> tuple[set[str], list[TaskItem]]:
-    """(canonical keys of the val + test splits, the val items) of a `stratos synth` output folder; for a
-    JSONL in the pack's public format, every row is held out and validates."""
-    if data is None or not Path(data).exists():
-        return set(), []
-    if Path(data).suffix == ".jsonl":
-        items = pack.read_jsonl(data)
-        return {pack.canonical_key(it) for it in items}, items
-    from datasets import DatasetDict, load_from_disk
-
-    folder = Path(data) / "dataset" if (Path(data) / "dataset").is_dir() else Path(data)
-    try:
-        splits = load_from_disk(str(folder))
-    except FileNotFoundError:
-        raise InputError(f"{data}: not a `stratos synth` output folder (its val/test splits are the hold-out)")
-    if not isinstance(splits, DatasetDict) or "key" not in next(iter(splits.values())).column_names:
-        raise InputError(f"{data}: expected the DatasetDict of `stratos synth` (splits with a `key` column)")
-    keys = {k for name in ("val", "test") if name in splits for k in splits[name]["key"]}
-    val = [TaskItem.model_validate_json(row) for row in splits["val"]["item"]] if "val" in splits else []
-    return keys, [it for it in val if it.task == pack.name]
-
-
-class Encoder:
-    """Chat-template rendering and tensors: right-padded training batches with the loss on the answer
-    tokens only, left-padded prompts for greedy validation."""
-
-    def __init__(self, tokenizer, pack: TaskPack) -> None:
-        self.tok, self.pack = tokenizer, pack
-        self.eos = tokenizer.eos_token or ""
-        marker = "\x00"  # the template renders one user turn verbatim: cache its prefix and suffix
-        text = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
-                                             add_generation_prompt=True)
-        self.affixes = tuple(text.split(marker)) if text.count(marker) == 1 else None
-
-    def prompt(self, item: TaskItem) -> str:
-        messages = self.pack.chat_messages(item)
-        if self.affixes and len(messages) == 1:
-            return self.affixes[0] + messages[0]["content"] + self.affixes[1]
-        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    def ids(self, texts: list[str]) -> list[list[int]]:
-        return self.tok(texts, add_special_tokens=False)["input_ids"]
-
-    def train_batch(self, items: Sequence[TaskItem]):
-        import torch
-
-        prompts = self.ids([self.prompt(it) for it in items])
-        answers = self.ids([self.pack.format_answer(it.answer) + self.eos for it in items])
-        width = max(len(p) + len(a) for p, a in zip(prompts, answers, strict=True))
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
-        ids = torch.full((len(items), width), pad, dtype=torch.long)
-        labels = torch.full((len(items), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
-        for row, (p, a) in enumerate(zip(prompts, answers, strict=True)):
-            ids[row, : len(p) + len(a)] = torch.tensor(p + a)
-            labels[row, len(p): len(p) + len(a)] = torch.tensor(a)
-            mask[row, : len(p) + len(a)] = 1
-        return ids, mask, labels
-
-    def answer_tokens(self, items: Sequence[TaskItem]) -> int:
-        return max(len(a) for a in self.ids([self.pack.format_answer(it.answer) + self.eos for it in items]))
-
-    def exact_match(self, model, items: Sequence[TaskItem], max_new_tokens: int, batch: int = 100) -> float:
-        """Greedy decode + the pack's parser/verifier (`pack.score(...)["exact"]`)."""
-        import torch
-
-        hits = 0
-        model.eval()
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
-        with torch.inference_mode():
-            for start in range(0, len(items), batch):
-                chunk = items[start: start + batch]
-                prompts = self.ids([self.prompt(it) for it in chunk])
-                width = max(map(len, prompts))
-                ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=model.device)
-                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
-                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                     do_sample=False, pad_token_id=pad, eos_token_id=self.tok.eos_token_id,
-                                     top_p=None, top_k=None, temperature=None)
-                texts = self.tok.batch_decode(out[:, width:], skip_special_tokens=True)
-                hits += sum(bool(self.pack.score(it, t)["exact"]) for it, t in zip(chunk, texts, strict=True))
-        model.train()
-        return hits / len(items)
 
 
 # ----------------------------------------------------------------------------------- schedule
