@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from stratos_agent.files import write_text_atomic
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -111,14 +113,7 @@ def save_json(result: Any, path: Path, *, indent: int = 1, echo: bool = False, *
     text = json.dumps(result, indent=indent, **dumps)
     if echo:
         print(text)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    path = write_text_atomic(Path(path), text + "\n")
     print(f"saved {path}")
     return path
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from stratos_agent.graphs.nodes import AgentRuntime, event, log_failure, now, pe
 from stratos_agent.graphs.toolset import ToolContext, ToolSpec
 
 from stratos_agent.errors import ServiceError, StratosError
+from stratos_agent.files import write_text_atomic
 from stratos_agent.ledger import Ledger, LedgerEntry
 from stratos_agent.state import AgentState
 
@@ -72,11 +72,7 @@ def load_finished_stage(run_dir: Path, spec: ToolSpec, key: str) -> dict[str, An
 
 
 def save_finished_stage(run_dir: Path, spec: ToolSpec, finished: dict[str, Any]) -> None:
-    path = _stage_file(run_dir, spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(finished, indent=1, default=str))
-    os.replace(tmp, path)  # atomic: a kill leaves either the old or the new file, never half of one
+    write_text_atomic(_stage_file(run_dir, spec), json.dumps(finished, indent=1, default=str))
 
 
 class ExecutionNodes:

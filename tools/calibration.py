@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from stratos_agent.tools.evaluate import Z95
 
 from stratos_agent.records.calibration import LearningCurve, Prediction
 from stratos_agent.settings import get_settings
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 STORE_ENV = "STRATOS_CALIBRATION_DIR"
 MIN_POINTS = 3  # points (examples > 0) a curve needs before it counts for a fit
 FAR = 4.0  # extrapolating beyond FAR x the last measured point widens the interval
-Z95 = 1.959964
 SOURCES = ("measured", "fitted", "prior")
 
 

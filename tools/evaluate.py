@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from stratos_agent.errors import InputError, ServiceError
+from stratos_agent.files import write_text_atomic
 from stratos_agent.records.evaluation import (
     BaselineScore,
     Comparison,
@@ -350,8 +350,5 @@ def evaluate_pair(
         teacher_report = evaluate(teacher_pack, data, model=teacher, limit=limit,
                                   max_new_tokens=recipe.teacher_tokens, threads=threads)
     if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(teacher_report.model_dump_json())
-        os.replace(tmp, cached)  # atomic: a kill leaves the old file or the new one
+        write_text_atomic(cached, teacher_report.model_dump_json())
     return compare(student_pack, data, student, teacher_report, limit=limit)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from stratos_agent.tools.outcome import outcome_lines
 from stratos_agent.tools.planning import front_png
 from stratos_agent.tools.report_plots import accuracy_png, ledger_png, loss_png
 
+from stratos_agent.files import write_text_atomic
 from stratos_agent.records.data import DatasetRef
 from stratos_agent.records.deployment import Deployment
 from stratos_agent.records.evaluation import Comparison
@@ -275,9 +275,7 @@ def write_report(state: Mapping[str, Any], out_dir: str | Path) -> dict[str, str
     )
     paths = {"html": out / REPORT_HTML, "markdown": out / REPORT_MD}
     for key, text in (("html", html_text), ("markdown", md_text)):
-        tmp = paths[key].with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, paths[key])
+        write_text_atomic(paths[key], text)
     return {k: str(v) for k, v in paths.items()}
 
 

@@ -27,6 +27,7 @@ import httpx
 import psutil
 
 from stratos_agent.errors import InputError, ServiceError
+from stratos_agent.files import write_text_atomic
 from stratos_agent.records.deployment import LaunchSpec
 
 PID_FILE = "server.pid"
@@ -40,10 +41,7 @@ def _quiet(_: str) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)  # atomic: a reader never sees half a record
+    write_text_atomic(path, json.dumps(data, indent=1))  # a reader never sees half a record
 
 
 # ----------------------------------------------------------------------------------- processes
