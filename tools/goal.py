@@ -8,16 +8,14 @@ last round helped; otherwise stop before deploying, with the reasons.
 
 from __future__ import annotations
 
+from stratos_agent.tools.outcome import fmt_ms, fmt_pct
+
 from stratos_agent.records.evaluation import Adaptation, Comparison, GoalCheck
 from stratos_agent.records.plans import PlanPoint
 from stratos_agent.spec import DistillationSpec
 
 MAX_ROUNDS = 2  # adaptation rounds after the planned training: each costs as much as the first
 MIN_GAIN = 0.01  # a round that moved exact match by less than a point is not worth repeating
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
 
 
 def check_goal(spec: DistillationSpec, result: Comparison, point: PlanPoint | None) -> GoalCheck:
@@ -29,26 +27,26 @@ def check_goal(spec: DistillationSpec, result: Comparison, point: PlanPoint | No
     reasons: list[str] = []
     floor = spec.constraints.min_accuracy
     if floor is not None:
-        goal, target = f"exact match >= {pct(floor)}", floor
+        goal, target = f"exact match >= {fmt_pct(floor)}", floor
         accuracy_ok = student.exact_match >= floor
-        reasons.append(f"exact match {pct(student.exact_match)} (95% {pct(ci.low)}-{pct(ci.high)}, n={student.n}) "
-                       f"{'meets' if accuracy_ok else 'misses'} the goal of {pct(floor)}")
+        reasons.append(f"exact match {fmt_pct(student.exact_match)} (95% {fmt_pct(ci.low)}-{fmt_pct(ci.high)}, n={student.n}) "
+                       f"{'meets' if accuracy_ok else 'misses'} the goal of {fmt_pct(floor)}")
     else:
         goal, target = "beat every trivial baseline and the teacher (95% lower bound above the best baseline)", best_value
         above_baseline = ci.low > best_value
-        reasons.append(f"95% lower bound {pct(ci.low)} is {'above' if above_baseline else 'not above'} the best "
-                       f"baseline ({best.name if best else 'none'}: {pct(best_value)})")
+        reasons.append(f"95% lower bound {fmt_pct(ci.low)} is {'above' if above_baseline else 'not above'} the best "
+                       f"baseline ({best.name if best else 'none'}: {fmt_pct(best_value)})")
         beats_teacher = teacher is None or student.exact_match > teacher
         if teacher is not None:
-            reasons.append(f"student {pct(student.exact_match)} {'beats' if beats_teacher else 'does not beat'} "
-                           f"the teacher ({pct(teacher)})")
+            reasons.append(f"student {fmt_pct(student.exact_match)} {'beats' if beats_teacher else 'does not beat'} "
+                           f"the teacher ({fmt_pct(teacher)})")
         accuracy_ok = above_baseline and beats_teacher
     p95_target = spec.constraints.p95_latency_ms
     latency_ok = True
     if p95_target is not None and point is not None:
         latency_ok = point.p95_ms <= p95_target
-        reasons.append(f"p95 {point.p95_ms:,.0f} ms ({point.latency_source}) {'within' if latency_ok else 'over'} "
-                       f"the target of {p95_target:,.0f} ms")
+        reasons.append(f"p95 {fmt_ms(point.p95_ms)} ({point.latency_source}) {'within' if latency_ok else 'over'} "
+                       f"the target of {fmt_ms(p95_target)}")
     return GoalCheck(
         met=accuracy_ok and latency_ok, accuracy=student.exact_match, accuracy_low=ci.low, accuracy_high=ci.high,
         n=student.n, goal=goal, target=target, best_baseline=best.name if best else None,
@@ -70,8 +68,8 @@ def next_adaptation(
     if len(history) >= MAX_ROUNDS:
         why_not.append(f"{MAX_ROUNDS} adaptation rounds done")
     if history and check.accuracy - history[-1].accuracy < MIN_GAIN:
-        why_not.append(f"the last round moved exact match by {pct(check.accuracy - history[-1].accuracy)} "
-                       f"(< {pct(MIN_GAIN)})")
+        why_not.append(f"the last round moved exact match by {fmt_pct(check.accuracy - history[-1].accuracy)} "
+                       f"(< {fmt_pct(MIN_GAIN)})")
     if deadline_s is not None and spent_train_seconds + train_seconds > deadline_s:
         why_not.append(f"another round (~{train_seconds / 60:.0f} min) would pass the deadline "
                        f"({deadline_s / 60:.0f} min of training, {spent_train_seconds / 60:.0f} used)")
