@@ -25,18 +25,22 @@ def load_test(
     max_tokens: int = 32,
     api_key: str | None = None,
     seed: int = 11,
+    exact_tokens: bool = False,
 ) -> LoadTest:
-    """`requests` chat completions, `concurrency` in flight; latency per request (wall, client side)."""
+    """`requests` chat completions, `concurrency` in flight; latency per request (wall, client side).
+    `exact_tokens`: every answer is exactly `max_tokens` long (vLLM's `min_tokens` + `ignore_eos`), for a
+    model whose own answers mean nothing yet (an untrained stand-in timed before training)."""
     from openai import OpenAI
 
     client = OpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=120.0)
     prompts = [pack.chat_messages(item) for item in pack.sample(requests, seed=seed)]
+    forced = {"min_tokens": max_tokens, "ignore_eos": True} if exact_tokens else None
 
     def one(messages: list[dict[str, str]]) -> tuple[float, int, int] | None:
         start = time.perf_counter()
         try:
             reply = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
-                                                   temperature=0.0)
+                                                   temperature=0.0, extra_body=forced)
         except Exception:  # noqa: BLE001 - a failed request is counted, not fatal
             return None
         usage = reply.usage
