@@ -20,7 +20,7 @@ def load_test(
     model: str,
     pack: TaskPack,
     *,
-    requests: int = 32,
+    requests: int = 128,
     concurrency: int = 4,
     max_tokens: int = 32,
     api_key: str | None = None,
