@@ -20,6 +20,9 @@ os.environ.setdefault("STRATOS_CALIBRATION_SEEDS", "0")
 # that no plan depends on a peak measured under whatever load the day had. Tests of the measurement
 # itself delete it.
 os.environ.setdefault("STRATOS_SERVER_PEAKS", "30,0.1")
+# Plans keep the roofline's local p95 instead of starting vLLM to time the chosen student (~25 s each);
+# tests/test_latency_probe.py times it for real.
+os.environ.setdefault("STRATOS_LATENCY_PROBE", "0")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -7,12 +7,17 @@ which shares `planning.prepare` and `planning.make_plan` with them.
 
 from __future__ import annotations
 
-from stratos_agent.tools import launch_specs, planning, server_bench
+import logging
+
+from stratos_agent.tools import latency_probe, launch_specs, planning, server_bench
 from stratos_agent.tools.request_shape import task_shape
 
+from stratos_agent.errors import StratosError
 from stratos_agent.records.plans import PairTable, Plan
-from stratos_agent.records.servers import ServerSurvey
+from stratos_agent.records.servers import LatencyProbe, ServerSurvey
 from stratos_agent.spec import DistillationSpec, Traffic
+
+log = logging.getLogger(__name__)
 
 # Two batch sizes and four requests: enough decode points to calibrate the roofline, in half the time.
 BENCH_BATCHES = (1, 4)
@@ -93,12 +98,34 @@ def score_pairs_here(spec: DistillationSpec, survey: ServerSurvey | None, probe_
     return PairTable(pairs=prepared.pairs, probes=probes, probe_n=probe_n)
 
 
+def plan_with_probes(spec: DistillationSpec, gpus: list[str] | None, pairs: PairTable, *,
+                     user_shape: bool) -> Plan:
+    """The plan, with the local p95 of its chosen student measured through the serving engine (cached):
+    when the measurement moves the choice to another local student, that one is timed too (at most once
+    per student), so the chosen local point's p95 is always a measurement when the engine is here."""
+    timed: dict[str, LatencyProbe] = {}
+    tried: set[str] = set()
+    while True:
+        plan = planning.make_plan(spec, planning.gather_inputs(spec, gpus=gpus, latency_probes=timed),
+                                  pairs.pairs)
+        point = plan.chosen
+        if point is None or not point.is_local or point.student in tried or not latency_probe.enabled():
+            return plan.model_copy(update={"latency_probes": list(timed.values())})
+        tried.add(point.student)
+        output = spec.traffic.output_tokens if user_shape else None  # else the student's own answer length
+        try:
+            timed[point.student] = latency_probe.probe_student(
+                spec.task, point.student, concurrency=spec.traffic.concurrency, output_tokens=output)
+        except StratosError as exc:  # the engine could not time it: the figure stays modelled, and says so
+            log.warning("latency probe of %s failed, its p95 stays modelled: %s", point.student, exc)
+
+
 def plan_here(spec: DistillationSpec, survey: ServerSurvey | None, pairs: PairTable) -> Plan:
     """The Pareto plan over the executable servers; when restricted, the catalog-wide plan rides along
     so the report can show what a cloud run would trade."""
     spec = planned_spec(spec, survey)
     scoped, gpus = executable_scope(spec, survey)
-    plan = planning.make_plan(scoped, planning.gather_inputs(scoped, gpus=gpus), pairs.pairs)
+    plan = plan_with_probes(scoped, gpus, pairs, user_shape=survey is not None and survey.shape is None)
     if not restricted(spec, survey):
         return plan
     wide = planning.make_plan(spec, planning.gather_inputs(spec), pairs.pairs)

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from stratos_agent.records.servers import LatencyProbe
+
 Strategy = Literal["alignment-seq", "alignment-logit", "injection"]
 
 
@@ -107,6 +109,10 @@ class Plan(BaseModel):
     catalog_plan: Plan | None = Field(
         default=None, description="The same spec planned over the whole catalog, when this plan was "
         "restricted to where this agent can execute (shows what a cloud run would trade)."
+    )
+    latency_probes: list[LatencyProbe] = Field(
+        default_factory=list, description="Students timed through the serving engine on this machine before "
+        "the plan was chosen (their p95 replaces the roofline's in this plan)."
     )
 
 

@@ -126,6 +126,25 @@ class RequestShape(BaseModel):
     source: str = Field(description="'task pack sample (n=64)', 'user spec', ...")
 
 
+class LatencyProbe(BaseModel):
+    """The serving engine's own latency for a student on this machine: a short load test of the (untrained)
+    student served as it will be deployed, with the task's real prompts and its answer length forced, at the
+    spec's concurrency. Latency does not depend on the weights' values, so the untrained copy stands in."""
+
+    model: str
+    engine: str
+    hardware: str = Field(description="Hardware fingerprint key (cores, threads, torch).")
+    concurrency: int
+    output_tokens: int = Field(description="Completion tokens forced per request (the student's answer p95).")
+    prompt_tokens: float | None = Field(default=None, description="Mean prompt tokens the server reported.")
+    requests: int
+    errors: int = 0
+    p50_ms: float
+    p95_ms: float
+    load_avg: float = Field(description="1-minute load average when measured (2 cores: > 1 means contention).")
+    measured_at: str
+
+
 class ServerSurvey(BaseModel):
     """What `benchmark_servers` found: measurements on this machine, a profile per (server, student),
     and where this agent can execute a plan."""

@@ -16,7 +16,7 @@ from stratos_agent.tools.roofline import Efficiency, ModelShape
 from stratos_agent.catalog import Catalog, canonical_gpu, load_catalog
 from stratos_agent.errors import InputError
 from stratos_agent.models.candidate import ModelCandidate
-from stratos_agent.records.servers import BenchResult, ServerOffer
+from stratos_agent.records.servers import BenchResult, LatencyProbe, ServerOffer
 from stratos_agent.spec import DistillationSpec
 
 # CPU defaults before `stratos bench-servers` has measured this machine (then `calibrate` replaces them).
@@ -49,6 +49,7 @@ class PlanningInputs:
     teacher_usd_per_1k: dict[str, float] = field(default_factory=dict)
     measured: dict[tuple[str, str], BenchResult] = field(default_factory=dict)  # (offer id, model)
     local_hardware: str | None = None  # HardwareFingerprint.key of this machine (calibration store lookups)
+    latency_probes: dict[str, LatencyProbe] = field(default_factory=dict)  # student id -> served p95 here
 
 
 def _gpu_efficiency(offer: ServerOffer, results: list[BenchResult]) -> Efficiency:
@@ -108,8 +109,10 @@ def gather_inputs(
     gpus: list[str] | None = None,
     include_local: bool = True,
     local: ServerOffer | None = None,
+    latency_probes: dict[str, LatencyProbe] | None = None,
 ) -> PlanningInputs:
-    """Catalog + this machine, calibrated efficiencies, registry candidates and their shapes."""
+    """Catalog + this machine, calibrated efficiencies, registry candidates and their shapes; `latency_probes`:
+    students timed through the serving engine on this machine (tools/latency_probe.py)."""
     from stratos_agent.tools import machine_peaks, server_bench
 
     from stratos_agent.models import get_registry
@@ -167,6 +170,7 @@ def gather_inputs(
         catalog_age_days=catalog.age_days,
         measured=measured,
         local_hardware=local_hardware,
+        latency_probes=dict(latency_probes or {}) if local_hardware else {},
     )
     inputs.teacher_usd_per_1k = {t.id: teacher_usd_per_1k(t, inputs) for t in teachers}
     return inputs

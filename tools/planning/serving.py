@@ -1,7 +1,8 @@
 """Serving table: the student on each server offer, as p95, capacity, replicas, $ and memory fit.
 
 Figures are roofline-modelled (tools/roofline.py) and replaced by this machine's measurements where
-it timed the model with the spec's request shape; each figure says which it is.
+it timed the model with the spec's request shape; on this machine the p95 of a student timed through its
+serving engine (tools/latency_probe.py) replaces both. Each figure says which it is.
 """
 
 from __future__ import annotations
@@ -122,6 +123,10 @@ def serving_table(spec: DistillationSpec, inputs: PlanningInputs) -> ServingTabl
                 and tr.concurrency == 1
             ):
                 fig.p95_s[i, j] = m.p95_ms / 1e3  # same request shape, no batching: the measurement itself
+                source[i, j] = "measured"
+            probe = inputs.latency_probes.get(s.id) if offer.is_local else None
+            if probe is not None and probe.concurrency == tr.concurrency:
+                fig.p95_s[i, j] = probe.p95_ms / 1e3  # the serving engine itself, at the spec's concurrency
                 source[i, j] = "measured"
     return ServingTable(
         p95_ms=fig.p95_s * 1e3,

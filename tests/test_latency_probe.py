@@ -1,0 +1,57 @@
+"""The plan's local p95 from the serving engine itself: request shapes per student, the vLLM probe, its
+cache, and a plan whose chosen local student carries the measured figure."""
+
+from __future__ import annotations
+
+import pytest
+from stratos_agent.tools import latency_probe, planning
+from stratos_agent.tools.planning.serving import serving_table
+from stratos_agent.tools.request_shape import task_shape
+from stratos_agent.tools.survey import plan_with_probes
+
+from stratos_agent.records.plans import PairTable
+from stratos_agent.records.servers import LatencyProbe
+from stratos_agent.spec import Constraints, DistillationSpec, Traffic
+
+
+def _local_spec(concurrency: int = 2) -> DistillationSpec:
+    return DistillationSpec(task="mahjong", student="mahjong-micro-2m", teacher="smollm2-135m",
+                            constraints=Constraints(budget_usd=5, clouds=["local"]),
+                            traffic=Traffic(qps=0.1, concurrency=concurrency, prompt_tokens=25, output_tokens=8))
+
+
+def test_each_student_has_its_own_request_shape():
+    smol = task_shape("mahjong", tokenizer_model="smollm2-135m")
+    micro = task_shape("mahjong", tokenizer_model="mahjong-micro-2m")
+    # The micro student reads the short prompt in its tile vocabulary: fewer tokens both ways.
+    assert micro.prompt_tokens < smol.prompt_tokens and micro.output_tokens < smol.output_tokens
+    assert "mahjong-micro-2m tokenizer" in micro.source
+
+
+def test_a_probe_replaces_the_modelled_local_p95_only_at_its_concurrency():
+    spec = _local_spec()
+    fake = LatencyProbe(model="mahjong-micro-2m", engine="vllm", hardware="x", concurrency=2, output_tokens=8,
+                        requests=8, p50_ms=40.0, p95_ms=123.0, load_avg=0.1, measured_at="now")
+    inputs = planning.gather_inputs(spec, gpus=["CPU"], latency_probes={"mahjong-micro-2m": fake})
+    table = serving_table(spec, inputs)
+    assert table.p95_ms[0, 0] == pytest.approx(123.0) and table.source[0, 0] == "measured"
+    other = spec.model_copy(update={"traffic": spec.traffic.model_copy(update={"concurrency": 3})})
+    table = serving_table(other, planning.gather_inputs(other, gpus=["CPU"], latency_probes={"mahjong-micro-2m": fake}))
+    assert table.source[0, 0] == "modelled"
+
+
+@pytest.mark.slow
+def test_vllm_probe_is_cached_and_the_plan_carries_it(monkeypatch):
+    monkeypatch.setenv(latency_probe.ENV_SWITCH, "1")
+    fresh = latency_probe.probe_student("mahjong", "mahjong-micro-2m", concurrency=2, refresh=True)
+    assert fresh.errors == 0 and 0 < fresh.p50_ms <= fresh.p95_ms
+    assert fresh.output_tokens == task_shape("mahjong", tokenizer_model="mahjong-micro-2m").output_tokens
+    assert latency_probe.probe_student("mahjong", "mahjong-micro-2m", concurrency=2) == fresh  # cache hit
+
+    spec = _local_spec()
+    pairs = PairTable(pairs=planning.prepare(spec, gpus=["CPU"]).pairs)
+    plan = plan_with_probes(spec, ["CPU"], pairs, user_shape=True)
+    assert plan.chosen is not None and plan.chosen.student == "mahjong-micro-2m"
+    assert plan.chosen.latency_source == "measured"
+    assert plan.chosen.p95_ms == pytest.approx(fresh.p95_ms)
+    assert plan.latency_probes == [fresh]
