@@ -27,14 +27,36 @@ def is_postgres(url: str | None) -> bool:
     return bool(url) and url.split("://", 1)[0] in {"postgres", "postgresql", "postgresql+psycopg"}
 
 
+STORED_ERROR = "stratos-error"  # type tag of a stored exception (its repr, as text)
+
+
+class StoredError(Exception):
+    """The error of a failed step as a checkpoint keeps it: its repr, never the object.
+
+    A run stopped inside a node's error handler (e.g. the disk filled up while it logged) re-runs that
+    handler on resume with the stored error. LangGraph would revive it as a bare string, which the
+    handler cannot format as an exception; this one it can."""
+
+
 def record_serde() -> Any:
     """LangGraph's serializer, allowed to revive exactly the state's record classes (and its own safe
-    types): a checkpoint can never make the agent import anything else."""
+    types): a checkpoint can never make the agent import anything else. Errors come back as StoredError."""
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
     from stratos_agent.state import RECORD_TYPES
 
-    return JsonPlusSerializer(allowed_msgpack_modules=[(c.__module__, c.__name__) for c in RECORD_TYPES])
+    class RecordSerde(JsonPlusSerializer):
+        def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+            if isinstance(obj, BaseException):
+                return STORED_ERROR, repr(obj).encode()
+            return super().dumps_typed(obj)
+
+        def loads_typed(self, data: tuple[str, bytes]) -> Any:
+            if data[0] == STORED_ERROR:
+                return StoredError(data[1].decode())
+            return super().loads_typed(data)
+
+    return RecordSerde(allowed_msgpack_modules=[(c.__module__, c.__name__) for c in RECORD_TYPES])
 
 
 @contextmanager

@@ -1,10 +1,49 @@
-"""Writing files so that a kill at any moment leaves the old version or the new one, never half of one."""
+"""Writing files and folders so that a kill at any moment leaves the old version or the new one, never half
+of one; and names that are safe to use as one folder under a root.
+
+Temporary siblings carry the writer's pid in their name (`.NAME.tmp-PID-HEX`), so two writers never
+clobber each other's half-written copy and a later writer can tell a dead writer's leftovers (removable)
+from a live one's (not its to touch).
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import uuid
 from pathlib import Path
+
+from stratos_agent.errors import InputError
+
+_ASIDE = "old"  # the previous version of a folder while a new one is swapped in: `.NAME.old-PID-HEX`
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """`name` if it is safe as one folder name under a root (no separators, no `..`, no leading dot or dash);
+    an InputError naming the rule otherwise."""
+    if not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise InputError(
+            f"{what} {name!r} is not allowed: use 1-80 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit, and no '..'"
+        )
+    return name
+
+
+def temp_sibling(path: Path, kind: str = "tmp") -> Path:
+    """A unique hidden sibling of `path` that names this process (see `sweep_leftovers`)."""
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable (the directory entry, not only the file's bytes)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -12,13 +51,75 @@ def write_text_atomic(path: Path, text: str) -> Path:
     The unique name lets two writers race without clobbering each other's half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_sibling(path)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def replace_folder(new: Path, target: Path) -> Path:
+    """Put the complete folder `new` at `target`, never deleting the old version before the new one is in.
+
+    Rename the old one aside, rename the new one in, then delete the old one: a kill between the two
+    renames leaves the old version aside, and `recover_folder` puts it back."""
+    aside = temp_sibling(target, _ASIDE) if target.exists() else None
+    if aside is not None:
+        os.replace(target, aside)
+    os.replace(new, target)
+    fsync_dir(target.parent)
+    if aside is not None:
+        _remove(aside)
+    return target
+
+
+def recover_folder(target: Path) -> None:
+    """Undo what a killed writer left next to `target`: its old version aside while `target` is missing
+    goes back in place; other leftovers of dead writers (temp folders and files, stale asides) go."""
+    if not target.parent.is_dir():
+        return
+    for path in sweep_leftovers(target):
+        if _LEFTOVER.match(path.name)["kind"] == _ASIDE and not target.exists():
+            os.replace(path, target)  # the last complete version (a crash leaves at most one aside)
+        else:
+            _remove(path)
+
+
+def sweep_leftovers(target: Path) -> list[Path]:
+    """Temporary siblings of `target` whose writer process is gone (never a live writer's)."""
+    found = []
+    for path in target.parent.glob(f".{glob_escape(target.name)}.*"):
+        match = _LEFTOVER.match(path.name)
+        if match and match["name"] == target.name and not pid_alive(int(match["pid"])):
+            found.append(path)
+    return found
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (signal 0 checks without sending anything)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

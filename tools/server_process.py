@@ -1,7 +1,9 @@
 """One local server process: started detached in its own session, health-checked, stopped as a group.
 
 `start_server` runs a `LaunchSpec` with its log file and pid file in a state folder (an API key only in
-the server's environment, never in argv); `wait_ready` polls `/health` and `/v1/models` until the model
+the server's environment, never in argv) and registers the process under `<cache>/serving/processes/`
+before anyone waits for it, so a caller killed during start-up leaves a server that `registered_servers`
+still finds (and `stop_group` unregisters); `wait_ready` polls `/health` and `/v1/models` until the model
 is listed; `stop_group` stops the whole process group (vLLM spawns engine workers), telling a live
 process from a reused pid by its create time. Plus the network side: loopback hosts, free ports, base
 URLs. Knows nothing of endpoint records (`tools/serving_state.py`) or of what a deployment is
@@ -29,6 +31,7 @@ import psutil
 from stratos_agent.errors import InputError, ServiceError
 from stratos_agent.files import write_text_atomic
 from stratos_agent.records.deployment import LaunchSpec
+from stratos_agent.settings import get_settings
 
 PID_FILE = "server.pid"
 LOG_FILE = "server.log"
@@ -45,6 +48,32 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------- processes
+def serving_dir() -> Path:
+    return get_settings().cache_dir / "serving"
+
+
+def _registry_entry(pid: int, started: float) -> Path:
+    return serving_dir() / "processes" / f"{pid}-{int(started)}.json"
+
+
+def registered_servers() -> list[dict[str, Any]]:
+    """Every live server `start_server` started and `stop_group` has not stopped: {"pid", "started",
+    "state_dir", "launch", "api_key_required", "started_at"}. Entries of servers that died are dropped."""
+    folder = serving_dir() / "processes"
+    entries = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            entry = json.loads(path.read_text())
+            alive = _same_process(int(entry["pid"]), float(entry["started"])) is not None
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # half-visible or foreign: never delete what we cannot read
+        if alive:
+            entries.append(entry)
+        else:
+            path.unlink(missing_ok=True)
+    return entries
+
+
 def _same_process(pid: int, started: float) -> psutil.Process | None:
     """The live process `pid` if it is the one we started (same create time), not a reused pid."""
     try:
@@ -79,10 +108,17 @@ def _reap(pid: int) -> None:
 
 def stop_group(pgid: int, since: float, grace_s: float = _STOP_GRACE_S) -> int:
     """SIGTERM the whole group, SIGKILL what is left after `grace_s`; returns how many processes it held."""
-    members = group_members(pgid, since)
-    if not members:
+    try:
+        members = group_members(pgid, since)
+        if members:
+            _terminate(pgid, members, grace_s)
+        return len(members)
+    finally:
         _reap(pgid)
-        return 0
+        _registry_entry(pgid, since).unlink(missing_ok=True)
+
+
+def _terminate(pgid: int, members: list[psutil.Process], grace_s: float) -> None:
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
@@ -99,8 +135,6 @@ def stop_group(pgid: int, since: float, grace_s: float = _STOP_GRACE_S) -> int:
             except psutil.NoSuchProcess:
                 pass
         psutil.wait_procs(alive, timeout=5)
-    _reap(pgid)
-    return len(members)
 
 
 # ----------------------------------------------------------------------------------- network
@@ -180,6 +214,11 @@ def start_server(launch: LaunchSpec, state_dir: Path, api_key: str | None) -> tu
                                 env=env, cwd=state_dir, start_new_session=True)
     started = psutil.Process(proc.pid).create_time()
     _write_json(state_dir / PID_FILE, {"pid": proc.pid, "pgid": proc.pid, "started": started})
+    # registered before the caller waits for the health check: a kill -9 meanwhile must not orphan it
+    _write_json(_registry_entry(proc.pid, started), {
+        "pid": proc.pid, "started": started, "state_dir": str(state_dir.resolve()),
+        "launch": launch.model_dump(mode="json"), "api_key_required": api_key is not None, "started_at": _now(),
+    })
     return proc, started
 
 

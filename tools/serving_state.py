@@ -4,7 +4,9 @@
 into a `ServeTarget`: the folder to serve, a default endpoint name, where its state goes. State per
 endpoint lives in its state dir (`<run>/serve/<name>/` for a run, `<cache>/serving/<name>/` otherwise):
 `server.pid`, `server.log` (`tools/server_process.py`) and `deployment.json`, the `Deployment` record.
-`<cache>/serving/index/<name>.json` points at each live one so `list_deployments()` finds them all.
+`<cache>/serving/index/<name>.json` points at each live one so `list_deployments()` finds them all, together
+with any server started but never recorded (its deployer was killed while waiting for the health check:
+`server_process.registered_servers`), so `stratos stop --all` and `stratos endpoints` reach it too.
 """
 
 from __future__ import annotations
@@ -15,10 +17,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from stratos_agent.tools.server_process import _write_json
+from stratos_agent.tools.server_process import (
+    LOG_FILE,
+    _same_process,
+    _write_json,
+    base_url,
+    registered_servers,
+    serving_dir,
+)
 
 from stratos_agent.errors import InputError
-from stratos_agent.records.deployment import Deployment
+from stratos_agent.records.deployment import Deployment, LaunchSpec
 from stratos_agent.settings import get_settings
 
 RECORD_FILE = "deployment.json"
@@ -42,10 +51,6 @@ def slug(text: str) -> str:
     if not out:
         raise InputError(f"cannot make an endpoint name from {text!r}; pass --name")
     return out
-
-
-def serving_dir() -> Path:
-    return get_settings().cache_dir / "serving"
 
 
 def _student_in_run(run_dir: Path) -> tuple[Path, str | None] | None:
@@ -116,7 +121,7 @@ def save_deployment(dep: Deployment) -> None:
         _write_json(_index_path(dep.name), {"record": str(Path(dep.state_dir) / RECORD_FILE)})
 
 
-def load_deployment(name: str) -> Deployment | None:
+def _recorded(name: str) -> Deployment | None:
     index = _index_path(name)
     if not index.is_file():
         return None
@@ -127,8 +132,41 @@ def load_deployment(name: str) -> Deployment | None:
     return Deployment.model_validate_json(record.read_text())
 
 
-def list_deployments() -> list[Deployment]:
-    """Every endpoint Stratos started and has not stopped (alive or dead)."""
+def _recorded_names() -> list[str]:
     folder = serving_dir() / "index"
-    names = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
-    return [dep for name in names if (dep := load_deployment(name)) is not None]
+    return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def unrecorded_servers(recorded: list[Deployment]) -> list[Deployment]:
+    """Live servers Stratos started that no record in `recorded` describes: their deployer died (kill -9)
+    or gave up before saving the endpoint. Described from the launch, as endpoints to stop or replace."""
+    known = {(dep.pid, int(dep.process_started)) for dep in recorded}
+    found = []
+    for entry in registered_servers():
+        if (entry["pid"], int(entry["started"])) in known:
+            continue
+        launch = LaunchSpec.model_validate(entry["launch"])
+        found.append(Deployment(
+            name=launch.served_model_name, base_url=base_url(launch.host, launch.port),
+            model=launch.served_model_name, model_path=launch.model_path, model_fingerprint="unrecorded",
+            engine=launch.engine, host=launch.host, port=launch.port, pid=entry["pid"],
+            process_started=entry["started"], state_dir=entry["state_dir"],
+            log_path=str(Path(entry["state_dir"]) / LOG_FILE), api_key_required=entry["api_key_required"],
+            started_at=entry["started_at"], launch=launch,
+        ))
+    return found
+
+
+def load_deployment(name: str) -> Deployment | None:
+    """The endpoint `name`: its record, unless that server is gone and an unrecorded live one has the name."""
+    recorded = _recorded(name)
+    if recorded is not None and _same_process(recorded.pid, recorded.process_started) is not None:
+        return recorded
+    everyone = [dep for other in _recorded_names() if (dep := _recorded(other)) is not None]
+    return next((dep for dep in unrecorded_servers(everyone) if dep.name == name), recorded)
+
+
+def list_deployments() -> list[Deployment]:
+    """Every endpoint Stratos started and has not stopped (alive or dead), recorded or not."""
+    recorded = [dep for name in _recorded_names() if (dep := _recorded(name)) is not None]
+    return recorded + unrecorded_servers(recorded)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from stratos_agent.errors import InputError
+from stratos_agent.files import recover_folder, replace_folder, temp_sibling, write_text_atomic
 from stratos_agent.records.data import SPLITS, DataCard, DatasetRef
 from stratos_agent.tasks.base import TaskItem, TaskPack, write_rows
 
@@ -139,9 +140,7 @@ def check_config(out_dir: Path, config: dict[str, Any]) -> None:
 
 
 def write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def order_splits(rows: Sequence[dict[str, Any]], seed: int, curriculum: bool) -> dict[str, list[dict[str, Any]]]:
@@ -166,17 +165,17 @@ def _save_hf(splits: Mapping[str, list[dict[str, Any]]], target: Path) -> None:
         name: Dataset.from_dict({c: [r[c] for r in part] for c in COLUMNS}, features=features)
         for name, part in splits.items()
     })
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    recover_folder(target)  # leftovers of a killed writer (an old version aside goes back first)
+    tmp = temp_sibling(target)
     quiet = datasets.is_progress_bar_enabled()  # our caller shows its own progress
     datasets.disable_progress_bars()
     try:
         dd.save_to_disk(str(tmp), num_shards={name: 1 for name in dd})  # 0 shards (an empty split) won't load
+        replace_folder(tmp, target)
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
         if quiet:
             datasets.enable_progress_bars()
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.replace(target)
 
 
 def export_public(pack: TaskPack, rows: Sequence[dict[str, Any]], path: Path) -> int:
@@ -225,13 +224,14 @@ def finalize(
         fingerprint=fingerprint(splits),
     )
     write_json(out_dir / CARD_FILE, card.model_dump(mode="json"))
-    (out_dir / "data_card.md").write_text(card.to_markdown(), encoding="utf-8")
+    write_text_atomic(out_dir / "data_card.md", card.to_markdown())
     return DatasetRef(path=out_dir, hf_path=out_dir / "dataset", card=card, public_jsonl=public)
 
 
 def load_dataset_ref(out_dir: str | Path) -> DatasetRef:
     """The finished dataset in `out_dir` (for idempotent callers: check before re-synthesising)."""
     out_dir = Path(out_dir)
+    recover_folder(out_dir / "dataset")  # a kill while a new version was swapped in left the old one aside
     path = out_dir / CARD_FILE
     if not path.is_file():
         raise InputError(f"{out_dir}: no finished dataset here (no {CARD_FILE}); run `stratos synth` first")

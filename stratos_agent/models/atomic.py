@@ -1,23 +1,24 @@
 """Build a folder once, atomically, safely across processes.
 
 The folder is built in a temporary sibling, a completion marker (the recipe as JSON) is written
-last, and the sibling is renamed into place with `os.replace`. Readers only trust a folder whose
-marker matches the recipe, so a half-written or outdated folder is rebuilt, never used. An
-exclusive `fcntl` lock serialises builders (two processes asking at once build it once).
+last, and the sibling is swapped into place (`files.replace_folder`: the old version is renamed aside,
+never deleted before the new one is in). Readers only trust a folder whose marker matches the recipe,
+so a half-written or outdated folder is rebuilt, never used. An exclusive `fcntl` lock serialises
+builders (two processes asking at once build it once).
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
-import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from stratos_agent.files import recover_folder, replace_folder, temp_sibling, write_text_atomic
 
 MARKER = ".stratos-complete.json"
 
@@ -60,19 +61,16 @@ def materialise(
     if is_complete(target, recipe):
         return target
     with folder_lock(target):
+        recover_folder(target)  # a builder killed mid-swap left the old version aside: put it back
         if is_complete(target, recipe):  # another process built it while we waited
             return target
-        for stale in target.parent.glob(f".{target.name}.tmp-*"):  # left by a killed builder
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = temp_sibling(target)
         tmp.mkdir(parents=True)
         try:
             facts = build(tmp) or {}
             marker = {"recipe": recipe, "facts": facts, "built_at": time.time()}
-            (tmp / MARKER).write_text(json.dumps(marker, indent=1))
-            if target.exists():  # incomplete or outdated: replace it as a whole
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+            write_text_atomic(tmp / MARKER, json.dumps(marker, indent=1))
+            replace_folder(tmp, target)  # an incomplete or outdated folder is replaced as a whole
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
