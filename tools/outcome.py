@@ -59,10 +59,13 @@ def outcome_lines(state: Mapping[str, Any]) -> list[str]:
     lines.append(f"Spent {fmt_usd(spent)} of {fmt_usd(budget) if budget else 'no'} budget.")
     if deployment is not None:
         measured = deployment.load_test
-        planned = plan.chosen.p95_ms if plan and plan.chosen else None
+        point = plan.chosen if plan else None
+        planned = f"{fmt_ms(point.p95_ms)} ({point.latency_source})" if point else "-"
+        if point and measured and point.p95_ms:
+            planned += f", endpoint/plan {measured.p95_ms / point.p95_ms:.2f}x"
         lines.append(f"Endpoint: {deployment.base_url} (model {deployment.model}); p95 measured "
                      f"{fmt_ms(measured.p95_ms if measured else None)} at concurrency "
-                     f"{measured.concurrency if measured else '-'}, planned {fmt_ms(planned)}, target "
+                     f"{measured.concurrency if measured else '-'}, planned {planned}, target "
                      f"{fmt_ms(spec.constraints.p95_latency_ms if spec else None)}.")
     elif goal is not None and not goal.met:
         lines.append("Not deployed: the result misses the goal. Options: `stratos approve THREAD` at the deploy "

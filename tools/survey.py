@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 
 from stratos_agent.tools import latency_probe, launch_specs, planning, server_bench
+from stratos_agent.tools.planning.serving import shape_of
 from stratos_agent.tools.request_shape import task_shape
 
 from stratos_agent.errors import StratosError
 from stratos_agent.records.plans import PairTable, Plan
-from stratos_agent.records.servers import LatencyProbe, ServerSurvey
+from stratos_agent.records.servers import LatencyProbe, RequestShape, ServerSurvey
 from stratos_agent.spec import DistillationSpec, Traffic
 
 log = logging.getLogger(__name__)
@@ -38,21 +39,18 @@ def survey_servers(spec: DistillationSpec, *, refresh: bool = False) -> ServerSu
     survey = ServerSurvey(shape=shape, executable_clouds=clouds, clouds_note=clouds_note)
     spec = planned_spec(spec, survey)
     inputs = planning.gather_inputs(spec)
+    if not user_shape:
+        survey.student_shapes = {s.id: task_shape(spec.task, tokenizer_model=s.id) for s in inputs.students}
+        inputs.request_shapes = survey.student_shapes
     local = next((o for o in inputs.offers if o.is_local), None)
     measured = []
     if local is not None:
-        measured = [
-            server_bench.bench_model(
-                student.id,
-                prompt_tokens=spec.traffic.prompt_tokens,
-                output_tokens=spec.traffic.output_tokens,
-                force=refresh,
-                batches=BENCH_BATCHES,
-                requests=BENCH_REQUESTS,
-            )
-            for student in inputs.students
-        ]
-        inputs = planning.gather_inputs(spec, local=local)  # now calibrated on the fresh measurements
+        for student in inputs.students:
+            prompt, output = shape_of(spec, inputs, student.id)
+            measured.append(server_bench.bench_model(student.id, prompt_tokens=prompt, output_tokens=output,
+                                                     force=refresh, batches=BENCH_BATCHES, requests=BENCH_REQUESTS))
+        # now calibrated on the fresh measurements
+        inputs = planning.gather_inputs(spec, local=local, request_shapes=survey.student_shapes)
     return survey.model_copy(
         update={
             "profiles": planning.server_profiles(spec, inputs),
@@ -98,24 +96,26 @@ def score_pairs_here(spec: DistillationSpec, survey: ServerSurvey | None, probe_
     return PairTable(pairs=prepared.pairs, probes=probes, probe_n=probe_n)
 
 
-def plan_with_probes(spec: DistillationSpec, gpus: list[str] | None, pairs: PairTable, *,
-                     user_shape: bool) -> Plan:
+def plan_with_probes(spec: DistillationSpec, gpus: list[str] | None, pairs: PairTable,
+                     shapes: dict[str, RequestShape] | None = None) -> Plan:
     """The plan, with the local p95 of its chosen student measured through the serving engine (cached):
     when the measurement moves the choice to another local student, that one is timed too (at most once
-    per student), so the chosen local point's p95 is always a measurement when the engine is here."""
+    per student), so the chosen local point's p95 is a measurement whenever the engine is here.
+    `shapes`: each student's own request shape (else the spec's traffic)."""
+    shapes = shapes or {}
     timed: dict[str, LatencyProbe] = {}
     tried: set[str] = set()
     while True:
-        plan = planning.make_plan(spec, planning.gather_inputs(spec, gpus=gpus, latency_probes=timed),
-                                  pairs.pairs)
+        inputs = planning.gather_inputs(spec, gpus=gpus, latency_probes=timed, request_shapes=shapes)
+        plan = planning.make_plan(spec, inputs, pairs.pairs)
         point = plan.chosen
         if point is None or not point.is_local or point.student in tried or not latency_probe.enabled():
             return plan.model_copy(update={"latency_probes": list(timed.values())})
         tried.add(point.student)
-        output = spec.traffic.output_tokens if user_shape else None  # else the student's own answer length
         try:
             timed[point.student] = latency_probe.probe_student(
-                spec.task, point.student, concurrency=spec.traffic.concurrency, output_tokens=output)
+                spec.task, point.student, concurrency=spec.traffic.concurrency,
+                output_tokens=shape_of(spec, inputs, point.student)[1])
         except StratosError as exc:  # the engine could not time it: the figure stays modelled, and says so
             log.warning("latency probe of %s failed, its p95 stays modelled: %s", point.student, exc)
 
@@ -125,10 +125,10 @@ def plan_here(spec: DistillationSpec, survey: ServerSurvey | None, pairs: PairTa
     so the report can show what a cloud run would trade."""
     spec = planned_spec(spec, survey)
     scoped, gpus = executable_scope(spec, survey)
-    plan = plan_with_probes(scoped, gpus, pairs, user_shape=survey is not None and survey.shape is None)
+    plan = plan_with_probes(scoped, gpus, pairs, survey.student_shapes if survey else None)
     if not restricted(spec, survey):
         return plan
-    wide = planning.make_plan(spec, planning.gather_inputs(spec), pairs.pairs)
+    wide = planning.make_plan(spec, planning.gather_inputs(spec, request_shapes=survey.student_shapes), pairs.pairs)  # type: ignore[union-attr]
     return plan.model_copy(
         update={
             "catalog_plan": wide.model_copy(update={"front": wide.front[:CATALOG_FRONT], "pairs": []}),

@@ -153,6 +153,10 @@ class ServerSurvey(BaseModel):
     measured: list[BenchResult] = Field(default_factory=list)
     local: ServerOffer | None = None
     shape: RequestShape | None = Field(default=None, description="None: the spec's own traffic shape.")
+    student_shapes: dict[str, RequestShape] = Field(
+        default_factory=dict, description="Each candidate student's own shape (its prompt variant and tokenizer); "
+        "empty when the user stated the traffic shape."
+    )
     executable_clouds: list[str] | None = Field(
         default=None, description="Clouds with credentials, plus 'local'; None = no restriction."
     )

@@ -16,7 +16,7 @@ from stratos_agent.tools.roofline import Efficiency, ModelShape
 from stratos_agent.catalog import Catalog, canonical_gpu, load_catalog
 from stratos_agent.errors import InputError
 from stratos_agent.models.candidate import ModelCandidate
-from stratos_agent.records.servers import BenchResult, LatencyProbe, ServerOffer
+from stratos_agent.records.servers import BenchResult, LatencyProbe, RequestShape, ServerOffer
 from stratos_agent.spec import DistillationSpec
 
 # CPU defaults before `stratos bench-servers` has measured this machine (then `calibrate` replaces them).
@@ -50,6 +50,7 @@ class PlanningInputs:
     measured: dict[tuple[str, str], BenchResult] = field(default_factory=dict)  # (offer id, model)
     local_hardware: str | None = None  # HardwareFingerprint.key of this machine (calibration store lookups)
     latency_probes: dict[str, LatencyProbe] = field(default_factory=dict)  # student id -> served p95 here
+    request_shapes: dict[str, RequestShape] = field(default_factory=dict)  # student id -> its own shape
 
 
 def _gpu_efficiency(offer: ServerOffer, results: list[BenchResult]) -> Efficiency:
@@ -110,9 +111,11 @@ def gather_inputs(
     include_local: bool = True,
     local: ServerOffer | None = None,
     latency_probes: dict[str, LatencyProbe] | None = None,
+    request_shapes: dict[str, RequestShape] | None = None,
 ) -> PlanningInputs:
     """Catalog + this machine, calibrated efficiencies, registry candidates and their shapes; `latency_probes`:
-    students timed through the serving engine on this machine (tools/latency_probe.py)."""
+    students timed through the serving engine on this machine (tools/latency_probe.py); `request_shapes`:
+    each student's own request shape (tools/request_shape.py; missing ones use the spec's traffic)."""
     from stratos_agent.tools import machine_peaks, server_bench
 
     from stratos_agent.models import get_registry
@@ -171,6 +174,7 @@ def gather_inputs(
         measured=measured,
         local_hardware=local_hardware,
         latency_probes=dict(latency_probes or {}) if local_hardware else {},
+        request_shapes=dict(request_shapes or {}),
     )
     inputs.teacher_usd_per_1k = {t.id: teacher_usd_per_1k(t, inputs) for t in teachers}
     return inputs

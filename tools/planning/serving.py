@@ -58,6 +58,21 @@ def eff_from(a: dict[str, np.ndarray], idx=slice(None)) -> Efficiency:
     return Efficiency(source="arrays", **{k: a[f"eff_{k}"][idx] for k in EFF_FIELDS})
 
 
+def shape_of(spec: DistillationSpec, inputs: PlanningInputs, student: str) -> tuple[int, int]:
+    """(prompt, output) tokens of one student's requests: its own measured shape (its prompt variant and
+    tokenizer), else the spec's traffic."""
+    shape = inputs.request_shapes.get(student)
+    if shape is None:
+        return spec.traffic.prompt_tokens, spec.traffic.output_tokens
+    return shape.prompt_tokens, shape.output_tokens
+
+
+def student_tokens(spec: DistillationSpec, inputs: PlanningInputs) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt and output tokens per student (arrays aligned with `inputs.students`)."""
+    pairs = [shape_of(spec, inputs, s.id) for s in inputs.students]
+    return np.array([p for p, _ in pairs], dtype=float), np.array([o for _, o in pairs], dtype=float)
+
+
 @dataclass
 class ServingTable:
     """Per (offer, student): modelled p95, sustainable qps per instance, replicas, $ and fit."""
@@ -78,7 +93,8 @@ def serving_table(spec: DistillationSpec, inputs: PlanningInputs) -> ServingTabl
     modelled p95 and capacity, instances for the spec's qps, and $ over its duration."""
     a = offer_arrays(inputs.offers, inputs.efficiencies)
     tr = spec.traffic
-    ctx = tr.prompt_tokens + tr.output_tokens
+    prompt, output = (t[None, :] for t in student_tokens(spec, inputs))
+    ctx = prompt + output
     shapes = [inputs.shapes[s.id] for s in inputs.students]
     dtype = np.where(a["is_gpu"], 2.0, 4.0)[:, None]  # bf16 on GPUs, fp32 on CPU (as measured)
     params = np.array([s.params for s in shapes])[None, :]
@@ -102,8 +118,8 @@ def serving_table(spec: DistillationSpec, inputs: PlanningInputs) -> ServingTabl
         a["bw"][:, None] * scale,
         a["tflops"][:, None] * scale,
         eff,
-        tr.prompt_tokens,
-        tr.output_tokens,
+        prompt,
+        output,
         tr.concurrency,
         batches=(),
     )
@@ -112,16 +128,12 @@ def serving_table(spec: DistillationSpec, inputs: PlanningInputs) -> ServingTabl
     carries = ~(a["local"][:, None] & (instances > 1))
     hours = tr.duration_days * 24
     cost = instances * a["price"][:, None] * hours
-    usd_1m = a["price"][:, None] / (cap * 3600 * tr.output_tokens) * 1e6
+    usd_1m = a["price"][:, None] / (cap * 3600 * output) * 1e6
     source = np.full(cost.shape, "modelled", dtype=object)
     for i, offer in enumerate(inputs.offers):
         for j, s in enumerate(inputs.students):
             m = inputs.measured.get((offer.id, s.id))
-            if (
-                m
-                and (m.prompt_tokens, m.output_tokens) == (tr.prompt_tokens, tr.output_tokens)
-                and tr.concurrency == 1
-            ):
+            if m and (m.prompt_tokens, m.output_tokens) == shape_of(spec, inputs, s.id) and tr.concurrency == 1:
                 fig.p95_s[i, j] = m.p95_ms / 1e3  # same request shape, no batching: the measurement itself
                 source[i, j] = "measured"
             probe = inputs.latency_probes.get(s.id) if offer.is_local else None
@@ -156,9 +168,10 @@ def server_profiles(
         dtype = 4.0 if offer.is_local else 2.0
         for j, student in enumerate(inputs.students):
             shape = inputs.shapes[student.id]
+            prompt, output = shape_of(spec, inputs, student.id)
             m = inputs.measured.get((offer.id, student.id))
-            if m and (m.prompt_tokens, m.output_tokens) != (tr.prompt_tokens, tr.output_tokens):
-                m = None  # another request shape: not this spec's figure
+            if m and (m.prompt_tokens, m.output_tokens) != (prompt, output):
+                m = None  # another request shape: not this student's figure
             fig = roofline.serving_figures(
                 shape.weight_bytes(dtype),
                 shape.kv_bytes(dtype),
@@ -167,8 +180,8 @@ def server_profiles(
                 offer.mem_bw_gbps,
                 offer.bf16_tflops,
                 eff,
-                tr.prompt_tokens,
-                tr.output_tokens,
+                prompt,
+                output,
                 tr.concurrency,
                 batches,
             )
@@ -188,7 +201,7 @@ def server_profiles(
                     fits=fits,
                     memory_needed_gb=need,
                     fit_reason=f"needs {need:.1f} GB (weights + KV cache for {tr.concurrency} x "
-                    f"{tr.prompt_tokens + tr.output_tokens} tokens + runtime) of {avail:g} GB",
+                    f"{prompt + output} tokens + runtime) of {avail:g} GB",
                     prefill_tok_s=pick(m and m.prefill_tok_s, float(fig.prefill_tok_s), "tok/s"),
                     decode_tok_s={
                         b: pick(m.decode_tok_s.get(b) if m else None, float(fig.decode_tok_s[b]), "tok/s")
