@@ -28,7 +28,7 @@ from stratos_agent.graphs.toolset import (
     TrainStudentArgs,
 )
 
-from stratos_agent.errors import InputError
+from stratos_agent.errors import InputError, ResourceError
 from stratos_agent.records.data import DatasetRef
 from stratos_agent.records.deployment import Deployment
 from stratos_agent.records.evaluation import Comparison
@@ -39,6 +39,16 @@ from stratos_agent.settings import get_settings
 from stratos_agent.tasks.recipes import local_sizes, recipe_for
 
 CONSOLE = Console(stderr=True)  # progress goes to stderr: `--json` keeps stdout to one JSON object
+# All start attempts of one deployment together: each waits for its server's health check at most what is
+# left, so a server that never comes up costs this much in total, not retries x the per-start wait.
+DEPLOY_DEADLINE_S = 900.0
+DEPLOY_WAIT_S = 600.0  # one start attempt (deploy_local's own default)
+
+
+class DeployDeadline(ResourceError):
+    """Every start attempt of the deployment together outlasted `DEPLOY_DEADLINE_S`."""
+
+    tool_error_kind = "permanent"  # a further attempt would not have the time to come up
 
 
 @contextmanager
@@ -214,11 +224,23 @@ def run_evaluate(ctx: ToolContext, args: EvaluateStudentArgs) -> ToolOutcome:
     })
 
 
+def deploy_time_left(state: Any) -> float:
+    """Seconds of the deployment deadline left by the attempts that failed in a row since the last human
+    turn (the `errors` count, which a human turn resets; their wall times are in the ledger)."""
+    in_a_row = (state.get("errors") or {}).get("deploy_student", 0)
+    failed = [e for e in state.get("ledger") or [] if e.get("stage") == "deployment" and e.get("failed")]
+    return DEPLOY_DEADLINE_S - sum(e.get("wall_s") or 0.0 for e in failed[len(failed) - in_a_row:])
+
+
 def run_deploy(ctx: ToolContext, args: DeployStudentArgs) -> ToolOutcome:
     from stratos_agent.tools import deploy, launch_specs
     from stratos_agent.tools.load_test import load_test
     from stratos_agent.tools.survey import planned_spec
 
+    left = deploy_time_left(ctx.state)
+    if left <= 0:
+        raise DeployDeadline(f"the deployment's earlier attempts used its whole {DEPLOY_DEADLINE_S:.0f} s deadline "
+                             "without a healthy server; see the server log, fix the cause, then `stratos resume`")
     model: StudentModel = ctx.need("model")
     if not ctx.runs_locally:
         cloud = ctx.run_dir / "cloud"
@@ -227,7 +249,8 @@ def run_deploy(ctx: ToolContext, args: DeployStudentArgs) -> ToolOutcome:
         launch_specs.cloud_stop("serve", request, ctx.chosen.server, cloud)  # type: ignore[union-attr]
     with CONSOLE.status("deploying the student") as status:
         dep = deploy.deploy_local(model.model_dir, port=args.port, task=ctx.spec.task.split(":")[0],
-                                  name=str(ctx.state.get("thread_id", "student")), on_status=status.update)
+                                  name=str(ctx.state.get("thread_id", "student")), on_status=status.update,
+                                  timeout_s=min(DEPLOY_WAIT_S, left))
         status.update("measuring the endpoint's latency with the task's prompts")
         spec, recipe = ctx.spec, recipe_for(ctx.spec.task)
         latency = load_test(dep.base_url, dep.model, recipe.pack(spec.task, "student"),

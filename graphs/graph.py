@@ -1,9 +1,12 @@
 """`build_graph`: the one StateGraph every surface (CLI, Python, `langgraph dev`) runs.
 
-    intake -> planner -> (tools | approve_plan | approve_deploy | report) ; tools -> planner ; report -> END
+    intake -> planner -> (tools | approve_plan | approve_deploy | report) ; tools -> (planner | report) ;
+    report -> END
 
-The tool node retries transient failures (remote 5xx, timeouts) with a bounded `RetryPolicy`; when the
-retries are spent its error handler hands the error to the planner instead of killing the run.
+The tool node retries transient failures (429, 5xx, timeouts; never a 4xx or a failed health check) with
+a bounded `RetryPolicy`; when the retries are spent its error handler hands the error to the planner
+instead of killing the run. The tool node itself ends the run (-> report) when a limit binds: a tool's
+retry budget, or a turn's tool calls nearing the recursion limit, so no planner can loop into a traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from stratos_agent.graphs.toolset import Toolset
 from stratos_agent.state import AgentState
 
 RECURSION_LIMIT = 200  # supersteps per invocation: the lifecycle plus retries and re-plans stays well under
+# Each tool call takes two supersteps (planner, tools); the margin leaves room for intake, gates and report.
+MAX_CALLS_PER_TURN = RECURSION_LIMIT // 2 - 10
 TOOL_RETRY = RetryPolicy(
     max_attempts=3, initial_interval=1.0, backoff_factor=2.0, max_interval=20.0, retry_on=is_transient
 )
@@ -63,11 +68,13 @@ def build_graph(
         spec_model=spec_model,
         default_runs_dir=lambda: get_settings().runs_dir,
     )
-    planning, execution, gates = PlannerNodes(runtime), ExecutionNodes(runtime), GateNodes(runtime)
+    planning, gates = PlannerNodes(runtime), GateNodes(runtime)
+    execution = ExecutionNodes(runtime, max_calls=MAX_CALLS_PER_TURN)
     builder = StateGraph(AgentState)
     builder.add_node("intake", IntakeNode(runtime), destinations=("planner", "intake"))
     builder.add_node("planner", planning.planner)
-    builder.add_node("tools", execution.tools, retry_policy=tool_retry, error_handler=execution.tools_failed)
+    builder.add_node("tools", execution.tools, retry_policy=tool_retry, error_handler=execution.tools_failed,
+                     destinations=("planner", "report"))
     builder.add_node(
         "approve_plan", gates.approve_plan, destinations=("tools", "planner", "report", "approve_plan")
     )
@@ -79,7 +86,6 @@ def build_graph(
     builder.add_conditional_edges(
         "planner", planning.route_after_planner, ["tools", "approve_plan", "approve_deploy", "report"]
     )
-    builder.add_edge("tools", "planner")
     builder.add_edge("report", END)
     graph = builder.compile(checkpointer=checkpointer, name="stratos")
     return graph.with_config({"recursion_limit": RECURSION_LIMIT})

@@ -6,11 +6,15 @@
 - `GuardedPlanner` wraps any chat model (ChatOpenAI against OpenAI/vLLM/SGLang/Ollama, or a scripted fake
   in tests): an invalid or hallucinated tool call is answered with the validation error and retried a
   bounded number of times; then the rule planner decides that one step, and the fallback is logged.
+  Every paid turn is metered (its `usage_metadata` at the endpoint's $/token) as a `planner_usage` event,
+  which the tools node books in the ledger; once the budget is spent (or when there is none) a priced
+  LLM is no longer asked and the rule planner decides for free.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ValidationError
 from stratos_agent.graphs.status import RunStatus
 from stratos_agent.graphs.toolset import Toolset
+from stratos_agent.tools.teachers import endpoint_usd_per_mtok
 
 STATUS_MARKER = "RUN STATUS (JSON):"
 
@@ -70,16 +75,23 @@ def rule_decision(status: RunStatus) -> AIMessage:
             content=f"Stopping: {last_error.message} Edit the budget to continue "
             "(`stratos approve THREAD --edit budget_usd=...`)."
         )
+    if last_error is not None and last_error.kind == "permanent":
+        return AIMessage(content=f"Stopping: {last_error.message} Retrying cannot help; fix the cause, then "
+                         "`stratos resume THREAD`.")
     tool = status.next_tool
     if not tool:
         return AIMessage(content=status.summary or "The run is complete.")
+    args = status.suggested_args
+    if last_error is not None and last_error.kind == "low_yield" and tool == "synthesize_data":
+        # The teacher cannot make this data: inject the task's known answers instead (solver mode).
+        args = {**args, "mode": "solver"}
     failures = status.failures.get(tool, 0)
     if failures >= status.max_retries:
         return AIMessage(
             content=f"Giving up on {tool} after {failures} failed attempts: "
             f"{last_error.message if last_error else 'see the log'}"
         )
-    call = {"name": tool, "args": status.suggested_args, "id": f"call_{uuid.uuid4().hex[:12]}", "type": "tool_call"}
+    call = {"name": tool, "args": args, "id": f"call_{uuid.uuid4().hex[:12]}", "type": "tool_call"}
     return AIMessage(content="", tool_calls=[call])
 
 
@@ -117,7 +129,7 @@ def validation_problems(message: AIMessage, toolset: Toolset, status: RunStatus)
             toolset[call["name"]].args.model_validate(call.get("args") or {})
         except ValidationError as exc:
             problems.append(f"invalid arguments for {call['name']}: {_short(exc)}")
-    stops_on_budget = status.last_error is not None and status.last_error.kind == "budget"
+    stops_on_budget = status.last_error is not None and status.last_error.kind in ("budget", "permanent")
     if (
         not message.tool_calls
         and not problems
@@ -160,21 +172,42 @@ class GuardedPlanner:
         goes through the chat protocol like any other model."""
         return type(self.model) is RulePlanner
 
+    @property
+    def usd_per_mtok(self) -> float:
+        """The planner endpoint's price (a scripted or local model: $0)."""
+        name = getattr(self.model, "model_name", None)
+        return endpoint_usd_per_mtok(name, getattr(self.model, "openai_api_base", None)) if name else 0.0
+
+    def unpaid_reason(self, status: RunStatus) -> str | None:
+        """Why a priced LLM may not be asked this turn: no finite budget, or the budget is spent."""
+        if self.usd_per_mtok <= 0:
+            return None
+        if status.budget_usd is None or not math.isfinite(status.budget_usd):
+            return "the planner endpoint is paid and the run has no finite budget"
+        if status.spent_usd >= status.budget_usd:
+            return f"the budget is spent (${status.spent_usd:.4f} of ${status.budget_usd:g})"
+        return None
+
     def decide(self, messages: list[BaseMessage], status: RunStatus) -> PlannerTurn:
         if self.is_rule:
             return PlannerTurn(rule_decision(status))
+        unpaid = self.unpaid_reason(status)
+        if unpaid is not None:
+            return PlannerTurn(rule_decision(status), [{"kind": "planner_unpaid", "reason": unpaid}])
         prompt = [*messages, status_message(status)]
         errors: list[str] = []
+        usage: list[dict[str, Any]] = []
         for attempt in range(self.max_retries + 1):
             try:
                 reply = self._bound.invoke(prompt)
             except Exception as exc:  # noqa: BLE001 - any planner failure falls back, and is logged
                 errors.append(f"attempt {attempt + 1}: planner call failed: {type(exc).__name__}: {exc}")
                 break
+            usage += self._usage(reply)
             problems = validation_problems(reply, self.toolset, status)
             if not problems:
                 return PlannerTurn(
-                    _clean(reply), [{"kind": "planner_retry", "errors": errors}] if errors else []
+                    _clean(reply), usage + ([{"kind": "planner_retry", "errors": errors}] if errors else [])
                 )
             errors.append(f"attempt {attempt + 1}: " + " | ".join(problems))
             prompt = [*prompt, *_feedback(reply, problems)]
@@ -185,7 +218,15 @@ class GuardedPlanner:
             "errors": errors,
             "decision": [c["name"] for c in fallback.tool_calls] or "final answer",
         }
-        return PlannerTurn(fallback, [event])
+        return PlannerTurn(fallback, [*usage, event])
+
+    def _usage(self, reply: AIMessage) -> list[dict[str, Any]]:
+        """A `planner_usage` event for a reply that reports its tokens (booked in the ledger)."""
+        meta = getattr(reply, "usage_metadata", None) or {}
+        tokens = int(meta.get("input_tokens", 0)) + int(meta.get("output_tokens", 0))
+        if not tokens:
+            return []
+        return [{"kind": "planner_usage", "tokens": tokens, "usd": round(tokens * self.usd_per_mtok / 1e6, 8)}]
 
 
 def _clean(reply: AIMessage) -> AIMessage:

@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stratos_agent.errors import InputError, ServiceError
+from stratos_agent.errors import InputError
 from stratos_agent.files import write_text_atomic
 from stratos_agent.records.evaluation import (
     BaselineScore,
@@ -110,22 +110,31 @@ def generate_endpoint(
     endpoint: str, model_name: str, prompts: list[list[dict]], *, concurrency: int, max_new_tokens: int,
     api_key: str | None, console: Console, timeout_s: float = 120.0,
 ) -> list[Generation]:
-    """One chat completion per item, `concurrency` in flight; the client retries 429/5xx/timeouts."""
+    """One chat completion per item, `concurrency` in flight; the client retries 429/5xx/timeouts. Each
+    answer is metered at the endpoint's $/token against the running stage's budget (a local endpoint: $0)."""
     import openai
+    from stratos_agent.tools.teachers import EndpointError, endpoint_usd_per_mtok, metered_call
+
+    from stratos_agent.ledger import active_meter
 
     client = openai.OpenAI(base_url=endpoint, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=4)
+    usd_per_mtok, meter = endpoint_usd_per_mtok(model_name, endpoint), active_meter()  # read before the threads
 
     def call(messages: list[dict]) -> Generation:
         t0 = time.perf_counter()
         try:
-            response = client.chat.completions.create(
-                model=model_name, messages=messages, max_tokens=max_new_tokens, temperature=0.0
+            response, _, _ = metered_call(
+                lambda: client.chat.completions.create(
+                    model=model_name, messages=messages, max_tokens=max_new_tokens, temperature=0.0
+                ),
+                messages=messages, max_tokens=max_new_tokens, usd_per_mtok=usd_per_mtok, meter=meter,
+                what=f"an evaluation call to {model_name} at {endpoint}",
             )
         except openai.OpenAIError as exc:
             status = getattr(exc, "status_code", None)
-            raise ServiceError(
+            raise EndpointError(
                 f"endpoint {endpoint} (model {model_name!r}) failed: "
-                f"{f'HTTP {status}' if status else type(exc).__name__}: {str(exc)[:200]}"
+                f"{f'HTTP {status}' if status else type(exc).__name__}: {str(exc)[:200]}", status
             ) from None
         dt = time.perf_counter() - t0
         usage = response.usage

@@ -9,6 +9,11 @@ verify it, keep the verified ones):
 - `forward`: the teacher answers cold; only verified answers are kept. Its yield is the teacher's
              probe accuracy (`probe_teacher`), which the pairing tool uses.
 
+A remote teacher's failures are per item: a prompt whose retries were spent is rejected as a teacher
+error and the run goes on (the client's circuit breaker stops it when the endpoint is down). A teacher
+whose measured yield cannot reach `n` rows within the attempt budget (95% Wilson upper bound below the
+rate still needed) stops the run early with `LowYield`, naming the yield, instead of spending the budget.
+
 Determinism and resume: chunk k draws `pack.sample(size, seed=hash(seed, k), distribution)`, so a
 chunk is the same on every run; committed chunks are replayed from `partial.jsonl` and teacher calls
 come from the content-addressed cache, so a killed run continues without paying twice.
@@ -25,15 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from stratos_agent.prompts import load_prompt
+from stratos_agent.tools.evaluate import wilson
 from stratos_agent.tools.synth_store import (
     DEFAULT_SPLIT_FRACTIONS,
     PartialLog,
     check_config,
     finalize,
 )
-from stratos_agent.tools.teachers import CachedTeacher, Teacher, make_teacher
+from stratos_agent.tools.teachers import CachedTeacher, EndpointError, Teacher, make_teacher
 
-from stratos_agent.errors import InputError
+from stratos_agent.errors import InputError, StratosError
 from stratos_agent.records.data import DatasetRef, ProbeResult, SynthMode
 from stratos_agent.tasks import TaskItem, TaskPack, get_task_pack
 from stratos_agent.tasks.base import EVEN, bucket_plan
@@ -45,7 +51,15 @@ REJECT_WRONG = "wrong answer"
 REJECT_DUPLICATE = "duplicate"
 REJECT_QUOTA = "difficulty bucket full"
 REJECT_SURPLUS = "surplus (target reached)"
+REJECT_TEACHER_ERROR = "teacher error"  # the teacher gave up on the item (its retries were spent)
 MIN_DRAWS_TO_CLOSE = 50  # draws of a bucket (or the task) without one new item = it is exhausted
+MIN_YIELD_SAMPLE = 32  # judged answers before a low yield may stop a run (a tiny attempt budget is cheap anyway)
+
+
+class LowYield(StratosError):
+    """The teacher's verified yield is too low to make the data within the attempt budget."""
+
+    tool_error_kind = "low_yield"  # the planner switches the data mode instead of retrying
 
 
 @dataclass
@@ -108,12 +122,27 @@ def reverse_messages(pack: TaskPack, item: TaskItem) -> list[dict[str, str]]:
 def _completions(
     mode: SynthMode, pack: TaskPack, items: list[TaskItem], teacher: CachedTeacher | None,
     style: str | None, max_new_tokens: int, temperature: float, seed: int,
-) -> list[str]:
+) -> list[str | None]:
+    """One completion per item; None where the teacher gave up on an item."""
     if mode == "solver":
         return [pack.solver_rationale(item, style) for item in items]
     assert teacher is not None
     prompts = [reverse_messages(pack, it) if mode == "teacher" else pack.chat_messages(it) for it in items]
-    return teacher.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    return teacher.generate_each(prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+
+
+def low_yield(accepted: int, judged: int, rows_needed: int, attempts_left: int) -> str | None:
+    """Why the teacher cannot make `rows_needed` more rows in `attempts_left` draws (None if it still can):
+    even the 95% Wilson upper bound of its measured yield (`accepted` of `judged` answers verified) is
+    below the rate the rest of the run needs."""
+    if rows_needed <= 0 or judged < MIN_YIELD_SAMPLE:
+        return None
+    need = rows_needed / max(1, attempts_left)
+    ci = wilson(accepted, judged)
+    if ci.high >= need:
+        return None
+    return (f"teacher yield {accepted}/{judged} verified ({ci.value:.1%}, 95% upper bound {ci.high:.1%}) is below "
+            f"the {need:.1%} needed for {rows_needed} more rows within {attempts_left} attempts")
 
 
 def _check(pack: TaskPack, item: TaskItem, completion: str) -> str | None:
@@ -231,6 +260,11 @@ def synthesize(
     chunk, started, exhausted = state.next_chunk, False, False
 
     while len(rows) < n and attempted < budget and not exhausted and (quota is None or quota.missing()):
+        judged = len(rows) + rejections[REJECT_UNPARSABLE] + rejections[REJECT_WRONG]
+        if llm is not None and (why := low_yield(len(rows), judged, n - len(rows), budget - attempted)):
+            raise LowYield(f"{mode} synthesis stopped early: {why}; {len(rows)} rows kept in {out} (a rerun "
+                           "resumes). Change the strategy: --mode teacher (the teacher is shown the answer), "
+                           "--mode solver (the task's own rationale) or another teacher.")
         t0 = time.perf_counter()
         if not started:
             log.start_session()
@@ -254,7 +288,9 @@ def synthesize(
         completions = _completions(mode, pack, [t[0] for t in todo], llm, style, max_new_tokens, temperature, seed)
         fresh: list[dict[str, Any]] = []
         for (item, key, bucket), completion in zip(todo, completions, strict=True):
-            if len(rows) + len(fresh) >= n:
+            if completion is None:
+                rejected[REJECT_TEACHER_ERROR] += 1
+            elif len(rows) + len(fresh) >= n:
                 rejected[REJECT_SURPLUS] += 1
             elif reason := _check(pack, item, completion):
                 rejected[reason] += 1
@@ -283,6 +319,8 @@ def synthesize(
         notes.append(f"skipped {len(bad_lines)} malformed input line(s); first: {bad_lines[0]}")
     if exhausted:
         notes.append(f"the task ran out of distinct items after {len(seen)}")
+    if rejections[REJECT_TEACHER_ERROR]:
+        notes.append(f"the teacher gave up on {rejections[REJECT_TEACHER_ERROR]} item(s) after its retries")
     if len(rows) < n:
         notes.append(f"stopped at {len(rows)} of {n} rows after {attempted} attempts (budget {budget})")
     card_fields = {
@@ -299,8 +337,9 @@ def probe_teacher(
     pack: str | TaskPack, teacher: Teacher | None, n: int = 32, seed: int = 0, *,
     max_new_tokens: int = 256, temperature: float = 0.0,
 ) -> ProbeResult:
-    """The teacher's cold accuracy on `n` fresh items (= forward-synthesis yield). Cached: probing
-    the same teacher on the same items again costs nothing."""
+    """The teacher's cold accuracy on `n` fresh items (= forward-synthesis yield), over the items it
+    answered (one the teacher gave up on says nothing about its accuracy). Cached: probing the same
+    teacher on the same items again costs nothing."""
     if n <= 0:
         raise InputError(f"a probe needs at least one item, got n={n}")
     task_pack = _resolve_pack(pack)
@@ -308,13 +347,15 @@ def probe_teacher(
     t0 = time.perf_counter()
     items = task_pack.sample(n, seed=_chunk_seed(seed, -1))
     texts = _completions("forward", task_pack, items, llm, None, max_new_tokens, temperature, seed)
-    reasons = [_check(task_pack, item, text) for item, text in zip(items, texts, strict=True)]
+    reasons = [_check(task_pack, item, text) for item, text in zip(items, texts, strict=True) if text is not None]
+    if not reasons:
+        raise EndpointError(f"teacher {llm.identity} answered none of the {n} probe items", transient=False)
     correct = reasons.count(None)
     return ProbeResult(
-        task=task_pack.name, teacher=llm.identity, n=n, seed=seed, correct=correct,
-        unparsable=reasons.count(REJECT_UNPARSABLE), accuracy=correct / n,
+        task=task_pack.name, teacher=llm.identity, n=len(reasons), seed=seed, correct=correct,
+        unparsable=reasons.count(REJECT_UNPARSABLE), accuracy=correct / len(reasons),
         elapsed_s=round(time.perf_counter() - t0, 3),
     )
 
 
-__all__ = ["EVEN", "MODES", "SynthProgress", "probe_teacher", "reverse_messages", "synthesize"]
+__all__ = ["EVEN", "MODES", "LowYield", "SynthProgress", "low_yield", "probe_teacher", "reverse_messages", "synthesize"]

@@ -2,7 +2,8 @@
 
 - `TransformersTeacher`: a local model in this process (the bundled SmolLM2 by default);
 - `vllm_teacher(base_url)`: a running vLLM server (the model name is discovered);
-- `OpenAICompatibleTeacher`: any OpenAI-compatible endpoint (OpenAI, SGLang, llama.cpp, Ollama).
+- `OpenAICompatibleTeacher`: any OpenAI-compatible endpoint (OpenAI, SGLang, llama.cpp, Ollama), metered
+  at its $/token (`endpoint_usd_per_mtok`) against the running stage's budget.
 `make_teacher` picks one from CLI-style options and wraps it in `CachedTeacher`.
 """
 
@@ -10,10 +11,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stratos_agent.tools.teachers.base import Messages, Prompt, Teacher, as_messages, request_key
+from stratos_agent.tools.teachers.base import (
+    EndpointError,
+    Messages,
+    Prompt,
+    Teacher,
+    answer_each,
+    as_messages,
+    request_key,
+)
 from stratos_agent.tools.teachers.cache import CachedTeacher
 from stratos_agent.tools.teachers.local import TransformersTeacher
-from stratos_agent.tools.teachers.remote import OpenAICompatibleTeacher, endpoint_host, vllm_teacher
+from stratos_agent.tools.teachers.remote import (
+    CircuitBreaker,
+    CircuitOpen,
+    OpenAICompatibleTeacher,
+    endpoint_host,
+    endpoint_usd_per_mtok,
+    metered_call,
+    vllm_teacher,
+)
 
 from stratos_agent.errors import InputError
 from stratos_agent.settings import get_settings
@@ -52,6 +69,7 @@ def make_teacher(
 
 
 __all__ = [
-    "DEFAULT_TEACHER", "CachedTeacher", "Messages", "OpenAICompatibleTeacher", "Prompt", "Teacher",
-    "TransformersTeacher", "as_messages", "endpoint_host", "make_teacher", "request_key", "vllm_teacher",
+    "DEFAULT_TEACHER", "CachedTeacher", "CircuitBreaker", "CircuitOpen", "EndpointError", "Messages",
+    "OpenAICompatibleTeacher", "Prompt", "Teacher", "TransformersTeacher", "answer_each", "as_messages",
+    "endpoint_host", "endpoint_usd_per_mtok", "make_teacher", "metered_call", "request_key", "vllm_teacher",
 ]

@@ -1,20 +1,28 @@
 """Content-addressed on-disk cache in front of any teacher: a resumed run never pays twice.
 
 Layout: `<cache_dir>/<key[:2]>/<key>.json` holding the request (no credentials: the key is not part
-of a teacher's identity) and the response. Writes are atomic (temp file + fsync + rename), so a kill
-mid-write leaves either the old state or a complete entry, never a torn one.
+of a teacher's identity) and the response. Each answer is written the moment it arrives (atomically:
+unique temp file + fsync + rename), not after its batch: a batch that fails half way, or a kill, loses
+no answer that was paid for.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from stratos_agent.tools.teachers.base import Prompt, Teacher, as_messages, request_key
+from stratos_agent.tools.teachers.base import (
+    EndpointError,
+    Messages,
+    Prompt,
+    Teacher,
+    answer_each,
+    as_messages,
+    request_key,
+)
 
+from stratos_agent.files import write_text_atomic
 from stratos_agent.settings import get_settings
 
 
@@ -27,6 +35,7 @@ class CachedTeacher:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else get_settings().teacher_cache_dir
         self.hits = 0
         self.misses = 0
+        self.failures = 0  # prompts the teacher gave up on (counted by `generate_each`)
 
     def _path(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.json"
@@ -40,36 +49,44 @@ class CachedTeacher:
             return None
 
     def _write(self, key: str, request: dict, response: str) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"request": request, "response": response}, fh, ensure_ascii=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(self._path(key), json.dumps({"request": request, "response": response}, ensure_ascii=False))
+
+    def generate_each(
+        self, prompts: Sequence[Prompt], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
+    ) -> list[str | None]:
+        """Cached answers, and fresh ones from the teacher, each saved as it arrives; None where the
+        teacher gave up on a prompt (a backend without per-item failures raises instead)."""
+        messages = [as_messages(p) for p in prompts]
+        keys = [request_key(self.identity, m, max_new_tokens, temperature, seed) for m in messages]
+        cached: list[str | None] = [self._read(k) for k in keys]
+        todo = [i for i, text in enumerate(cached) if text is None]
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        if not todo:
+            return cached
+
+        def keep(j: int, text: str) -> None:
+            i = todo[j]
+            self._write(keys[i], self._request(messages[i], max_new_tokens, temperature, seed), text)
+
+        fresh = answer_each(self.inner, [messages[i] for i in todo], max_new_tokens=max_new_tokens,
+                            temperature=temperature, seed=seed, on_answer=keep)
+        for i, text in zip(todo, fresh, strict=True):
+            cached[i] = text
+        self.failures += fresh.count(None)
+        return cached
 
     def generate(
         self, prompts: Sequence[Prompt], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
     ) -> list[str]:
-        messages = [as_messages(p) for p in prompts]
-        keys = [request_key(self.identity, m, max_new_tokens, temperature, seed) for m in messages]
-        cached = [self._read(k) for k in keys]
-        todo = [i for i, text in enumerate(cached) if text is None]
-        self.hits += len(keys) - len(todo)
-        self.misses += len(todo)
-        fresh: dict[int, str] = {}
-        if todo:
-            texts = self.inner.generate(
-                [messages[i] for i in todo], max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
-            )
-            for i, text in zip(todo, texts, strict=True):
-                request = {"teacher": self.identity, "messages": messages[i], "max_new_tokens": max_new_tokens,
-                           "temperature": temperature, "seed": seed}
-                self._write(keys[i], request, text)
-                fresh[i] = text
-        return [fresh[i] if text is None else text for i, text in enumerate(cached)]
+        """All or nothing (the `Teacher` protocol); answers that did arrive are cached all the same."""
+        texts = self.generate_each(prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        if None in texts:
+            last = getattr(self.inner, "last_failure", "") or "see the log"
+            raise EndpointError(f"teacher {self.identity} gave up on {texts.count(None)} of {len(texts)} prompts "
+                                f"after its retries (last failure: {last})")
+        return texts  # type: ignore[return-value]
+
+    def _request(self, messages: Messages, max_new_tokens: int, temperature: float, seed: int) -> dict:
+        return {"teacher": self.identity, "messages": messages, "max_new_tokens": max_new_tokens,
+                "temperature": temperature, "seed": seed}
