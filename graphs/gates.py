@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from langchain_core.messages import HumanMessage
 from langgraph.types import Command, interrupt
-from stratos_agent.graphs.intake import replan_update
-from stratos_agent.graphs.nodes import AgentRuntime, event, now, pending_calls, tool_error
+from stratos_agent.graphs.intake import changes_in, replan_update
+from stratos_agent.graphs.nodes import AgentRuntime, event, log_failure, now, pending_calls, tool_error
+from stratos_agent.graphs.status import answer_question
 from stratos_agent.graphs.toolset import ToolContext
 
 from stratos_agent.errors import StratosError
 from stratos_agent.ledger import Ledger
 from stratos_agent.records.evaluation import Adaptation
 from stratos_agent.records.plans import PlanPoint
-from stratos_agent.request_parser import apply_edits, parse_key_values
+from stratos_agent.request_parser import apply_edits
+from stratos_agent.spec import DistillationSpec, validated_spec
 from stratos_agent.state import AgentState
+
+APPROVE_WORDS = ("approve", "yes")
+REJECT_WORDS = ("reject", "no")
+ANSWER_HELP = (
+    "Answer with one of: approve (or yes); reject (or no), optionally followed by a reason; "
+    "edit KEY=VALUE ... (e.g. edit budget_usd=30) or a change in words (\"make the budget $30\"); "
+    "or a question ending in '?' (why, cost, accuracy, latency)."
+)
+Decision = Literal["approve", "reject", "edit", "question", "unclear"]
 
 ESTIMATE_FIELDS = ("cost_usd", "cost_training_usd", "cost_serving_usd", "cost_synthesis_usd", "train_hours",
                    "p95_ms", "accuracy")
@@ -108,7 +119,12 @@ class GateNodes:
         if state.get("auto_approve"):
             approvals[gate] = {"decision": "approve", "auto": True, "at": now(), "note": auto_note}
             return Command(goto="tools", update={**update, "approvals": approvals, "status": "running"})
-        decision, changes, note = parse_decision(interrupt(payload))
+        payload = {**payload, "answers": ANSWER_HELP}
+        view: AgentState = {**state, **update}  # type: ignore[typeddict-item]  # e.g. the goal just checked
+        answer, spec, asked = self._ask(view, gate, payload)
+        decision, note = answer.decision, answer.note
+        if asked:  # the questions and refusals before the decision, for the report
+            update = {**update, "events": [*(view.get("events") or []), *asked]}
         plan = state.get("plan")
         if decision == "approve" and gate == "plan" and plan is not None and not plan.feasible:
             decision, note = "reject", "an infeasible plan cannot be approved; edit the constraints instead"
@@ -122,32 +138,89 @@ class GateNodes:
                     for c in pending]
             return Command(goto="report", update={**update, "approvals": approvals, "messages": msgs,
                                                   "status": "rejected"})
-        try:
-            spec = apply_edits(state["spec"], changes)  # type: ignore[arg-type]
-        except StratosError as exc:  # ask again, saying what was wrong with the edit
-            events = [*(state.get("events") or []), event("edit_refused", error=str(exc))]
-            return Command(goto=f"approve_{gate}", update={"events": events})
-        update, note_text = replan_update(state, self.rt.toolset.stages(), spec, changes, f"{gate} gate")
+        assert spec is not None  # `_ask` returns an edit only with its validated spec
+        replan, note_text = replan_update(
+            {**view, **update}, self.rt.toolset.stages(), spec, answer.changes, f"{gate} gate"  # type: ignore[typeddict-item]
+        )
         msgs = [tool_error(c, f"not run: {note_text}", "edited") for c in pending]
-        return Command(goto="planner", update={**update, "messages": [*msgs, HumanMessage(content=note_text)]})
+        return Command(goto="planner", update={**replan, "messages": [*msgs, HumanMessage(content=note_text)]})
+
+    def _ask(
+        self, state: AgentState, gate: str, payload: dict[str, Any]
+    ) -> tuple[GateAnswer, DistillationSpec | None, list[dict[str, Any]]]:
+        """Interrupt until the human decides: a question is answered and an unclear answer or a refused
+        edit explained, each in the re-asked payload's `reply`. Every answer is one interrupt of this node
+        (LangGraph replays the earlier answers in order when the node re-runs), so nothing reaches the
+        checkpointed state before a decision stands, and no bad answer can make the node raise."""
+        asked: list[dict[str, Any]] = []
+        answer = parse_decision(interrupt(payload))
+        while True:
+            if answer.decision in ("approve", "reject"):
+                return answer, None, asked
+            if answer.decision == "edit":
+                try:
+                    spec = validated_spec(apply_edits(state["spec"], answer.changes), "edit")  # type: ignore[arg-type]
+                    return answer, spec, asked
+                except StratosError as exc:
+                    reply = f"Edit refused, nothing changed: {exc}"
+                except Exception as exc:  # noqa: BLE001 - a bug must not wedge the gate; its traceback is logged
+                    log_failure(Path(state["run_dir"]), "edit", exc)
+                    reply = f"Edit refused, nothing changed: internal error {type(exc).__name__} (see agent.log)"
+            elif answer.decision == "question":
+                reply = answer_question(state, answer.note)
+            else:
+                reply = f"Not understood ({answer.note}); nothing was decided. {ANSWER_HELP}"
+            asked.append(event(f"{gate}_gate_{answer.decision}", answer=answer.note, reply=reply))
+            answer = parse_decision(interrupt({**payload, "reply": reply}))
 
 
-def parse_decision(answer: Any) -> tuple[str, dict[str, Any], str]:
-    """A resume value -> (approve|reject|edit, changes, note). Accepts words, bools and dicts."""
+class GateAnswer(NamedTuple):
+    """A resume value understood: the decision, the edit's changes, and the note (a rejection's reason,
+    the question asked, or why the answer was not understood)."""
+
+    decision: Decision
+    changes: dict[str, Any]
+    note: str
+
+
+def parse_decision(answer: Any) -> GateAnswer:
+    """A resume value -> GateAnswer. Only explicit answers decide: True/False, the words in ANSWER_HELP
+    (case and surrounding punctuation aside), KEY=VALUE edits, or {"decision": "approve"|"reject"|"edit",
+    "changes": {...}, "note": "..."}. Text with a '?' is a question; anything else is "unclear"."""
     if isinstance(answer, bool):
-        return ("approve" if answer else "reject"), {}, ""
+        return GateAnswer("approve" if answer else "reject", {}, "")
     if isinstance(answer, dict):
-        decision = str(answer.get("decision", "edit" if answer.get("changes") else "approve")).lower()
-        changes = dict(answer.get("changes") or {})
-        if decision not in {"approve", "reject", "edit"}:
-            decision = "approve"
-        return decision, changes, str(answer.get("note") or "")
-    text = str(answer or "").strip()
-    word, _, rest = text.partition(" ")
-    word = word.lower()
-    if word in {"approve", "approved", "yes", "y", "ok", "go", "continue"}:
-        return "approve", {}, rest
-    if word in {"reject", "rejected", "no", "n", "stop", "abort"}:
-        return "reject", {}, rest
-    items = (rest if word == "edit" else text).split()
-    return "edit", parse_key_values(items, "edit"), ""
+        return _structured_answer(answer)
+    if isinstance(answer, str):
+        return _typed_answer(answer)
+    return GateAnswer("unclear", {}, f"an answer of type {type(answer).__name__}")
+
+
+def _structured_answer(answer: dict[str, Any]) -> GateAnswer:
+    decision, changes = answer.get("decision"), answer.get("changes") or {}
+    if not isinstance(decision, str) or decision.strip().lower() not in ("approve", "reject", "edit"):
+        return GateAnswer("unclear", {}, f"decision {decision!r} is not approve, reject or edit")
+    decision = decision.strip().lower()
+    if not isinstance(changes, dict) or not all(isinstance(k, str) for k in changes):
+        return GateAnswer("unclear", {}, "changes must map field names to values, e.g. {'budget_usd': 30}")
+    if (decision == "edit") != bool(changes):
+        return GateAnswer("unclear", {}, "changes go with the decision 'edit', and an edit needs changes")
+    return GateAnswer(decision, dict(changes), str(answer.get("note") or ""))  # type: ignore[arg-type]
+
+
+def _typed_answer(text: str) -> GateAnswer:
+    words = text.split()
+    if not words:
+        return GateAnswer("unclear", {}, "an empty answer")
+    if "?" in text:
+        return GateAnswer("question", {}, " ".join(words))
+    first = words[0].lower().strip(",.:;!")
+    if first in APPROVE_WORDS and len(words) == 1:
+        return GateAnswer("approve", {}, "")
+    if first in REJECT_WORDS:
+        return GateAnswer("reject", {}, " ".join(words[1:]))
+    try:
+        changes = changes_in(text)
+    except StratosError as exc:
+        return GateAnswer("unclear", {}, str(exc))
+    return GateAnswer("edit", changes, "") if changes else GateAnswer("unclear", {}, repr(" ".join(words)))

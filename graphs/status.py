@@ -8,6 +8,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from pydantic import BaseModel, Field
 from stratos_agent.graphs.toolset import ToolContext, Toolset, ToolSpec
+from stratos_agent.tools.outcome import fmt_ms, fmt_pct, fmt_usd
 
 from stratos_agent.ledger import Ledger
 from stratos_agent.state import AgentState
@@ -110,3 +111,54 @@ def run_status(state: AgentState, toolset: Toolset) -> RunStatus:
         budget_usd=ledger.budget_usd,
         summary=run_summary(state),
     )
+
+
+# Question topics a gate answers from the state, and the words that name them (lower case, substrings).
+QUESTION_TOPICS: dict[str, tuple[str, ...]] = {
+    "why": ("why", "reason", "pick", "chose", "choose", "explain"),
+    "cost": ("cost", "price", "expensive", "cheap", "spend", "money", "budget", "$", "pay", "dollar"),
+    "accuracy": ("accura", "exact match", "quality", "correct", "score", "goal", "good"),
+    "latency": ("latency", "p95", "fast", "slow", "speed", " ms", "quick", "respond"),
+}
+
+
+def answer_question(state: AgentState, question: str) -> str:
+    """A plain, deterministic answer from the plan and evaluation in `state` (why, cost, accuracy,
+    latency); a question naming none of them gets all four."""
+    text = question.lower()
+    topics = [name for name, words in QUESTION_TOPICS.items() if any(w in text for w in words)] or list(QUESTION_TOPICS)
+    plan = state.get("plan")
+    point = plan.chosen if plan else None
+    result, goal, spec = state.get("eval"), state.get("goal"), state.get("spec")
+    constraints = spec.constraints if spec else None
+    parts = []
+    if "why" in topics:
+        parts.append(f"Plan {point.label()}: {plan.why}" if plan and point else
+                     f"No feasible plan: {plan.why}" if plan else "No plan has been made yet.")
+        if goal is not None:
+            parts.append("Result gate: " + "; ".join(goal.reasons))
+    if "cost" in topics:
+        budget = constraints.budget_usd if constraints else None
+        spent = Ledger.from_state(budget, state.get("ledger")).spent_usd
+        if point:
+            parts.append(f"Estimated cost {fmt_usd(point.cost_usd)} (training {fmt_usd(point.cost_training_usd)}, "
+                         f"serving {fmt_usd(point.cost_serving_usd)}, synthesis {fmt_usd(point.cost_synthesis_usd)}).")
+        parts.append(f"Budget {fmt_usd(budget)}, spent so far {fmt_usd(spent)}.")
+    if "accuracy" in topics:
+        if result is not None:
+            teacher = fmt_pct(result.teacher.exact_match) if result.teacher else "-"
+            parts.append(f"Measured exact match on {result.n} held-out items: student "
+                         f"{fmt_pct(result.student.exact_match)}, teacher {teacher}.")
+        elif point:
+            parts.append(f"Estimated exact match {fmt_pct(point.accuracy)} ({point.accuracy_source}).")
+        if goal is not None:
+            parts.append(f"Goal {goal.goal}: {'met' if goal.met else 'MISSED'}.")
+        elif constraints and constraints.min_accuracy is not None:
+            parts.append(f"Your floor: {fmt_pct(constraints.min_accuracy)}.")
+    if "latency" in topics:
+        if result is not None:
+            parts.append(f"Measured student p95 latency {fmt_ms(result.student.latency_p95_ms)}.")
+        if point:
+            parts.append(f"Plan p95 {fmt_ms(point.p95_ms)} ({point.latency_source}).")
+        parts.append(f"Target {fmt_ms(constraints.p95_latency_ms if constraints else None)}.")
+    return " ".join(parts)

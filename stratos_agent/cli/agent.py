@@ -85,13 +85,14 @@ def _print_event(node: str, update: dict[str, Any]) -> None:
 
 
 def _show_interrupt(payload: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     gate = payload.get("gate")
     console.rule(f"[bold]waiting for you: {gate}[/]")
     if gate == "clarify":
         for question in payload.get("questions", []):
-            console.print(f"- {question}")
+            console.print(f"- {escape(question)}", highlight=False)
         return
     console.print(payload.get("question", ""))
     if gate == "plan":
@@ -109,6 +110,10 @@ def _show_interrupt(payload: dict[str, Any]) -> None:
     else:
         console.print(f"[bold]evaluation[/]: {payload.get('eval')}")
         console.print(f"[bold]endpoint[/]: {payload.get('endpoint')}")
+    if payload.get("answers"):
+        console.print(f"[dim]{escape(payload['answers'])}[/]", highlight=False)
+    if payload.get("reply"):  # the gate's answer to a question, or why the last answer decided nothing
+        console.print(f"[yellow]{escape(payload['reply'])}[/]", highlight=False)
 
 
 def _ask(payload: dict[str, Any]) -> Any:
@@ -116,7 +121,7 @@ def _ask(payload: dict[str, Any]) -> Any:
 
     if payload.get("gate") == "clarify":
         return Prompt.ask("your answer")
-    return Prompt.ask("approve / reject / edit KEY=VALUE ...", default="approve")
+    return Prompt.ask("approve / reject [reason] / edit KEY=VALUE ... / a question?")  # no default: Enter decides nothing
 
 
 NEEDS_INPUT_EXIT = 3  # the run stopped with a question (infeasible spec, missed goal): nothing was deployed
@@ -291,21 +296,24 @@ def approve(
     session = _session(thread, checkpoint, quiet=as_json)
     outcome = session.outcome()
     stopped = outcome.interrupt is None and outcome.status in ("failed", "paused", "done")
+    waiting = outcome.interrupt is not None and outcome.interrupt.get("gate") != "clarify"
+    if not (waiting or (edit and stopped)):
+        raise InputError(f"run {thread} is not waiting for an approval (status {outcome.status})")
+    if edit:  # checked as strictly as a new request before anything resumes: a bad value is a clean error
+        _check_edit(outcome.values.get("spec"), decision["changes"])
     if edit and stopped:  # e.g. a `--yes` run that found no feasible plan: edit and plan again
-        from stratos_agent.request_parser import apply_edits
-        from stratos_agent.spec import DistillationSpec
-
-        apply_edits(DistillationSpec.model_validate(outcome.values["spec"]), decision["changes"])
         _finish(_drive(session, session.edit(decision["changes"]), as_json), as_json)
         return
-    if outcome.interrupt is None or outcome.interrupt.get("gate") == "clarify":
-        raise InputError(f"run {thread} is not waiting for an approval (status {outcome.status})")
-    if edit:  # validate before resuming, so a typo is a clean error and not a re-asked gate
-        from stratos_agent.request_parser import apply_edits
-        from stratos_agent.spec import DistillationSpec
-
-        apply_edits(DistillationSpec.model_validate(outcome.values["spec"]), decision["changes"])
     _finish(_drive(session, session.resume(decision), as_json), as_json)
+
+
+def _check_edit(spec: Any, changes: dict[str, Any]) -> None:
+    from stratos_agent.request_parser import apply_edits
+    from stratos_agent.spec import DistillationSpec, validated_spec
+
+    if spec is None:
+        raise InputError("this run has no spec yet to edit; answer its question with `stratos resume`")
+    validated_spec(apply_edits(DistillationSpec.model_validate(spec), changes), "--edit")
 
 
 @app.command()
