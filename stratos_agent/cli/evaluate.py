@@ -39,16 +39,16 @@ def eval_command(
     model_name: Annotated[str | None, typer.Option(help="Model name served at --endpoint.")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N rows.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON report here instead of stdout.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Local generation batch (left padded, greedy).")] = 16,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight against --endpoint.")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Local generation batch (left padded, greedy).", min=1)] = 16,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight against --endpoint.", min=1)] = 8,
     max_new_tokens: Annotated[int, typer.Option(
-        help="Token budget per answer (rationale styles need ~300; answer-only ~16).")] = 256,
+        help="Token budget per answer (rationale styles need ~300; answer-only ~16).", min=1)] = 256,
     teacher: Annotated[str | None, typer.Option(
         help="Also evaluate this local model (e.g. the untrained teacher smollm2-135m) on the same rows "
         "and report student/teacher side by side.")] = None,
     teacher_task_option: Annotated[list[str] | None, typer.Option(
         help="Task options for the teacher's prompts (default: the task's own, full instructions).")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch threads [default: STRATOS_THREADS].")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads [default: STRATOS_THREADS].", min=1)] = None,
     update_card: Annotated[bool, typer.Option(
         help="Write the results into a Stratos model folder's README.md model card.")] = True,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -47,14 +48,17 @@ def synth(
     curriculum: Annotated[bool, typer.Option("--curriculum", help="Order each split easy -> hard.")] = False,
     style: Annotated[str | None, typer.Option(
         help="Solver rationale style (mahjong: steps, answer, search).")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Token budget per teacher answer.")] = 256,
-    temperature: Annotated[float, typer.Option(help="Teacher sampling temperature (0 = greedy).")] = 0.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Token budget per teacher answer.", min=1)] = 256,
+    temperature: Annotated[float, typer.Option(help="Teacher sampling temperature (0 = greedy).", min=0.0)] = 0.0,
     max_attempts: Annotated[int | None, typer.Option(
-        help="Stop after this many candidates [default: 20 n + 1000].")] = None,
-    on_bad_line: Annotated[str, typer.Option(
-        help="jsonl tasks: fail on a malformed line, or skip and count it.")] = "fail",
+        help="Stop after this many candidates [default: 20 n + 1000].", min=1)] = None,
+    on_bad_line: Annotated[str | None, typer.Option(
+        help="jsonl tasks: fail on a malformed line, or skip and count it [default: fail].")] = None,
+    checker: Annotated[str | None, typer.Option(
+        help="jsonl tasks: exact, numeric, regex, or module:function (your Python checker, imported only "
+        "when named here, never from a .pack.json) [default: the .pack.json's, else exact].")] = None,
     threads: Annotated[int | None, typer.Option(
-        help="torch threads for a local teacher [default: STRATOS_THREADS].")] = None,
+        help="torch threads for a local teacher [default: STRATOS_THREADS].", min=1)] = None,
 ) -> None:
     """Make verified training data for a task by **reverse synthesis**: answers known first, reasoning second.
 
@@ -69,11 +73,17 @@ def synth(
     from stratos_agent.tools.synth import EVEN, MODES, SynthProgress, synthesize
     from stratos_agent.tools.teachers import make_teacher
 
+    if not math.isfinite(temperature):
+        raise InputError(f"--temperature must be a finite number, got {temperature}")
+    writable_folder(out, "--out")
     if mode not in MODES:
         raise InputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "solver" and (teacher or endpoint or model_name):
         raise InputError("--teacher/--endpoint/--model-name are for --mode teacher or forward; solver mode needs none")
-    pack = get_task_pack(task, on_bad_line=on_bad_line) if task.startswith("jsonl:") else get_task_pack(task)
+    jsonl_options = {k: v for k, v in (("on_bad_line", on_bad_line), ("checker", checker)) if v is not None}
+    if jsonl_options and not task.strip().lower().startswith("jsonl:"):
+        raise InputError(f"--{'/--'.join(k.replace('_', '-') for k in jsonl_options)} apply to jsonl:PATH tasks only")
+    pack = get_task_pack(task, **jsonl_options)
     if getattr(pack, "skipped", 0):
         console.print(f"[yellow]skipped {pack.skipped} malformed line(s)[/]: " + "; ".join(pack.bad_lines[:3]))
     llm = None
@@ -110,3 +120,14 @@ def synth(
     for note in card.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"dataset: {ref.hf_path}\ncard:    {ref.path / 'data_card.md'}\npublic:  {ref.path / 'public'}")
+
+
+def writable_folder(folder: Path, flag: str) -> Path:
+    """`folder`, created; a file in the way or a folder that cannot be made is an InputError naming `flag`."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{flag} {folder} is a file; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{flag} {folder}: cannot create it ({exc.strerror})") from None
+    return folder

@@ -52,12 +52,16 @@ def sample(
 
     Example: `stratos task sample mahjong --n 500 --even --out holdout.jsonl --seed 7`
     """
+    from stratos_agent.errors import InputError
     from stratos_agent.tasks import EVEN, get_task_pack
 
     pack = get_task_pack(task)
     items = pack.sample(n, seed=seed, distribution=EVEN if even else None, unique=unique)
     if out is not None:
-        rows = pack.write_jsonl(items, out)
+        try:
+            rows = pack.write_jsonl(items, out)
+        except OSError as exc:  # a folder, a read-only place, a full disk: the user's path, not a bug
+            raise InputError(f"--out {out}: cannot write it ({exc.strerror or exc})") from None
         console.print(f"wrote {rows} {task} items to {out}")
         return
     for item in items:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -44,23 +45,23 @@ def train(
         help="auto (logit when tokenizers match, else sequence, with the reason logged), logit, sequence.")]
     = "auto",
     full: Annotated[bool, typer.Option("--full", help="Full fine-tune instead of LoRA (more memory).")] = False,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank (alpha = 2 r).")] = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (cosine decay, 3% warm-up).")] = 2e-4,
-    epochs: Annotated[float, typer.Option(help="Passes over the data (ignored when --max-steps > 0).")] = 1.0,
-    max_steps: Annotated[int, typer.Option(help="Optimizer steps; -1 = by epochs.")] = -1,
-    batch_size: Annotated[int, typer.Option(help="Rows per step.")] = 8,
-    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
-    max_seq_len: Annotated[int, typer.Option(help="Truncate rows to this many tokens.")] = 256,
-    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps (and at the end).")] = 50,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (alpha = 2 r).", min=1)] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (cosine decay, 3% warm-up).", min=0.0)] = 2e-4,
+    epochs: Annotated[float, typer.Option(help="Passes over the data (ignored when --max-steps > 0).", min=0.0)] = 1.0,
+    max_steps: Annotated[int, typer.Option(help="Optimizer steps; -1 = by epochs.", min=-1)] = -1,
+    batch_size: Annotated[int, typer.Option(help="Rows per step.", min=1)] = 8,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.", min=1)] = 1,
+    max_seq_len: Annotated[int, typer.Option(help="Truncate rows to this many tokens.", min=1)] = 256,
+    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps (and at the end).", min=1)] = 50,
     gradient_checkpointing: Annotated[bool, typer.Option(
         help="Recompute activations in backward: less memory, ~30% slower.")] = False,
-    kd_lmbda: Annotated[float, typer.Option(help="GKD on-policy fraction (0 = teacher-forced data).")] = 0.0,
-    kd_beta: Annotated[float, typer.Option(help="Generalized JSD beta (0 forward KL .. 1 reverse KL).")] = 0.5,
-    ce_weight: Annotated[float, typer.Option(help="Weight of the LM cross-entropy term next to KD.")] = 0.0,
+    kd_lmbda: Annotated[float, typer.Option(help="GKD on-policy fraction (0 = teacher-forced data).", min=0.0, max=1.0)] = 0.0,
+    kd_beta: Annotated[float, typer.Option(help="Generalized JSD beta (0 forward KL .. 1 reverse KL).", min=0.0, max=1.0)] = 0.5,
+    ce_weight: Annotated[float, typer.Option(help="Weight of the LM cross-entropy term next to KD.", min=0.0)] = 0.0,
     compact_chat_template: Annotated[bool, typer.Option(
         help="Train and ship ChatML without the default system prompt (fewer tokens per row).")] = True,
-    time_limit: Annotated[float | None, typer.Option(help="Stop (and save) after this many seconds.")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch threads [default: STRATOS_THREADS].")] = None,
+    time_limit: Annotated[float | None, typer.Option(help="Stop (and save) after this many seconds.", min=0.0)] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads [default: STRATOS_THREADS].", min=1)] = None,
 ) -> None:
     """Train a student and write a plain HF folder (LoRA merged; adapter kept) with a model card.
 
@@ -75,6 +76,11 @@ def train(
     from stratos_agent.tools.train import CHATML
     from stratos_agent.tools.train import train as run_training
 
+    # click's ranges let NaN and infinity through
+    bad = [flag for flag, v in (("--lr", lr), ("--epochs", epochs), ("--kd-lmbda", kd_lmbda), ("--kd-beta", kd_beta),
+                                ("--ce-weight", ce_weight), ("--time-limit", time_limit)) if v is not None and not math.isfinite(v)]
+    if bad:
+        raise InputError(f"{', '.join(bad)}: must be a finite number")
     try:
         if config_file is not None:
             if not config_file.is_file():

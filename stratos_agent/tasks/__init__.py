@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import typing
 from typing import Any
 
 from stratos_agent.errors import InputError
@@ -23,19 +25,37 @@ TASK_PACKS: dict[str, str] = {
 
 
 def get_task_pack(name: str, **options: Any) -> TaskPack:
-    """The task pack registered under `name` (options go to its constructor)."""
-    key = name.strip().lower()
+    """The task pack registered under `name`; options go to its constructor, converted to the types it
+    declares (command-line options arrive as text), and an unknown or ill-typed one is an InputError."""
     prefix, sep, argument = name.strip().partition(":")
     if sep and prefix.lower() in TASK_PACKS:  # "jsonl:PATH": the pack is built on PATH (case kept)
-        key, options = prefix.lower(), {"path": argument, **options}
-    return pack_class(key)(**options)
+        name, options = prefix, {"path": argument, **options}
+    cls = pack_class(name)
+    return cls(**_typed_options(cls, options))
+
+
+def _typed_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    from pydantic import TypeAdapter, ValidationError
+
+    parameters = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    hints = typing.get_type_hints(cls.__init__)
+    typed = {}
+    for key, value in options.items():
+        if key not in parameters:
+            known = ", ".join(k for k in parameters if k != "path") or "none"
+            raise InputError(f"task {cls.__name__} has no option {key!r}; its options: {known}")
+        try:
+            typed[key] = TypeAdapter(hints.get(key, Any)).validate_python(value)
+        except ValidationError as exc:
+            raise InputError(f"task option {key}={value!r}: {exc.errors()[0]['msg']}") from None
+    return typed
 
 
 def pack_class(name: str) -> type:
     """The class registered under `name`, not instantiated (some packs need a path to build)."""
     key = name.strip().lower()
     if key not in TASK_PACKS:
-        raise InputError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASK_PACKS))}")
+        raise InputError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASK_PACKS))} (or jsonl:PATH)")
     module_name, attr = TASK_PACKS[key].split(":")
     return getattr(importlib.import_module(module_name), attr)
 

@@ -24,7 +24,7 @@ import json
 import math
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypedDict, runtime_checkable
 
@@ -273,20 +273,46 @@ class BaseTaskPack(ABC):
         return write_rows(path, (self.to_public(it) for it in items))
 
 
-def iter_jsonl(path: str | Path) -> Iterable[tuple[str, Any]]:
-    """Yield (`file:line`, parsed JSON) for every non-blank line; malformed JSON -> InputError."""
+def jsonl_lines(path: str | Path) -> Iterator[tuple[str, bytes]]:
+    """Yield (`file:line`, raw bytes) for every non-blank line (bytes: a bad encoding is one line's fault)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if raw.strip():
+                yield f"{path}:{lineno}", raw
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json_line(raw: bytes, where: str) -> Any:
+    """One JSONL line; not UTF-8, malformed JSON, NaN/Infinity or a lone surrogate escape ("\\ud800", which
+    could never be written back) is an InputError naming `where`."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+    try:
+        row = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        line = f"line {exc.lineno} " if exc.lineno > 1 else ""
+        raise InputError(f"{where}: malformed JSON ({exc.msg} at {line}column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # NaN/Infinity (_no_constant), or nested thousands deep
+        raise InputError(f"{where}: malformed JSON ({exc or 'nested too deeply'})") from None
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{where}: a string holds a lone surrogate escape (\\ud800-\\udfff), not text") from None
+    return row
+
+
+def iter_jsonl(path: str | Path) -> Iterable[tuple[str, Any]]:
+    """Yield (`file:line`, parsed JSON) for every non-blank line; a bad line is an InputError naming it."""
+    for where, raw in jsonl_lines(path):
+        yield where, parse_json_line(raw, where)
 
 
 def write_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:

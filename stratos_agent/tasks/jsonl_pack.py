@@ -7,7 +7,9 @@
 Checkers: `exact` (equal up to surrounding/repeated whitespace), `numeric` (relative tolerance),
 `regex` (the line's `pattern` must fully match the answer; the line's own `answer` is checked
 against it on load), or `module:function` called as `function(predicted: str, answer) -> bool`.
-Options come from keyword arguments, else from a sidecar `<name>.pack.json` next to the file.
+Options come from keyword arguments, else from a sidecar `<name>.pack.json` next to the file. A
+`module:function` checker is imported only when the user names it (keyword argument: `--checker` on
+the command line); a sidecar naming one is refused, since a data folder must not run code on its own.
 Malformed lines are reported with line numbers and refused (`on_bad_line="fail"`, the default) or
 skipped and counted (`"skip"`); never silently dropped.
 """
@@ -16,18 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import random
 import re
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stratos_agent.errors import InputError
-from stratos_agent.tasks.base import BaseTaskPack, TaskItem
+from stratos_agent.tasks.base import BaseTaskPack, TaskItem, jsonl_lines, parse_json_line
 
 CHECKERS = ("exact", "numeric", "regex")
-ON_BAD_LINE = ("fail", "skip")
 _NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _SHOWN_BAD_LINES = 5
 
@@ -47,6 +49,18 @@ def parse_number(text: Any) -> float | None:
         return None
 
 
+class PackOptions(BaseModel):
+    """A jsonl pack's options (keyword arguments over the sidecar `<name>.pack.json`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checker: str = "exact"
+    on_bad_line: Literal["fail", "skip"] = "fail"
+    tolerance: float = Field(default=1e-6, ge=0, allow_inf_nan=False, description="numeric: relative tolerance")
+    # the marker that ends every answer: an empty one would match everywhere and grade every answer wrong
+    answer_prefix: str = Field(default="Final answer:", pattern=r"\w")
+
+
 class JsonlTaskPack(BaseTaskPack):
     """Question/answer pairs from a JSONL file, graded by the configured checker."""
 
@@ -64,13 +78,11 @@ class JsonlTaskPack(BaseTaskPack):
         if not path:
             raise InputError("the jsonl task needs your file: --task jsonl:PATH (one JSON question/answer per line)")
         self.path = Path(path).expanduser()
-        config = self._sidecar_config()
-        self.checker = checker or config.get("checker", "exact")
-        self.on_bad_line = on_bad_line or config.get("on_bad_line", "fail")
-        self.tolerance = float(tolerance if tolerance is not None else config.get("tolerance", 1e-6))
-        self.answer_prefix = answer_prefix or config.get("answer_prefix", "Final answer:")
-        if self.on_bad_line not in ON_BAD_LINE:
-            raise InputError(f"--on-bad-line must be one of {', '.join(ON_BAD_LINE)}, got {self.on_bad_line!r}")
+        given = {"checker": checker, "on_bad_line": on_bad_line, "tolerance": tolerance,
+                 "answer_prefix": answer_prefix}
+        options = self._options({k: v for k, v in given.items() if v is not None})
+        self.checker, self.on_bad_line = options.checker, options.on_bad_line
+        self.tolerance, self.answer_prefix = options.tolerance, options.answer_prefix
         self._check = self._resolve_checker(self.checker)
         self.name = f"jsonl:{self.path}"
         self.description = f"Questions and answers from {self.path} ({self.checker} checker)."
@@ -84,18 +96,33 @@ class JsonlTaskPack(BaseTaskPack):
             self._by_bucket[str(item.meta["difficulty"])].append(item)
 
     # --- loading ------------------------------------------------------------------------------
-    def _sidecar_config(self) -> dict[str, Any]:
+    def _options(self, given: dict[str, Any]) -> PackOptions:
+        """The given options over the sidecar's, validated; a sidecar may not name a module checker."""
         sidecar = self.path.with_name(self.path.stem + ".pack.json")
+        config = self._sidecar_config(sidecar)
+        named = config.get("checker")
+        if "checker" not in given and isinstance(named, str) and named not in CHECKERS:
+            raise InputError(
+                f"{sidecar} names the checker {named!r}, a Python module; Stratos imports checker code only when "
+                f"you name it on the command line: --checker {named} (stratos synth) or --task-option "
+                f"checker={named} (stratos eval); or set a built-in checker ({', '.join(CHECKERS)}) in the file"
+            )
+        merged = {**config, **given}
+        try:
+            return PackOptions.model_validate(merged)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = str(error["loc"][0]) if error["loc"] else "options"
+            source = "option" if name in given or not error["loc"] else str(sidecar)
+            raise InputError(f"{source} {name}={merged.get(name)!r}: {error['msg']}") from None
+
+    @staticmethod
+    def _sidecar_config(sidecar: Path) -> dict[str, Any]:
         if not sidecar.is_file():
             return {}
-        try:
-            config = json.loads(sidecar.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{sidecar}:{exc.lineno}: malformed JSON ({exc.msg})") from None
-        unknown = set(config) - {"checker", "on_bad_line", "tolerance", "answer_prefix"}
-        if not isinstance(config, dict) or unknown:
-            raise InputError(f"{sidecar}: expected an object with checker, on_bad_line, tolerance, answer_prefix"
-                             + (f"; unknown keys {sorted(unknown)}" if unknown else ""))
+        config = parse_json_line(sidecar.read_bytes(), str(sidecar))
+        if not isinstance(config, dict):
+            raise InputError(f"{sidecar}: expected a JSON object with {', '.join(PackOptions.model_fields)}")
         return config
 
     def _resolve_checker(self, checker: str) -> Callable[[str, TaskItem], bool]:
@@ -106,8 +133,8 @@ class JsonlTaskPack(BaseTaskPack):
             raise InputError(f"unknown checker {checker!r}; use {', '.join(CHECKERS)} or module:function")
         try:
             function = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise InputError(f"checker {checker!r} cannot be imported ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - the user's module failing to import is their input's fault
+            raise InputError(f"checker {checker!r} cannot be imported ({type(exc).__name__}: {exc})") from None
         if not callable(function):
             raise InputError(f"checker {checker!r} is not callable")
         return lambda predicted, item: bool(function(predicted, item.answer))
@@ -117,19 +144,11 @@ class JsonlTaskPack(BaseTaskPack):
             raise InputError(f"{self.path}: no such file")
         items: list[TaskItem] = []
         bad: list[str] = []
-        with self.path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                where = f"{self.path}:{lineno}"
-                try:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-                    items.append(self.from_public(row, where))
-                except InputError as exc:
-                    bad.append(str(exc))
+        for where, raw in jsonl_lines(self.path):
+            try:
+                items.append(self.from_public(parse_json_line(raw, where), where))
+            except InputError as exc:
+                bad.append(str(exc))
         if bad and self.on_bad_line == "fail":
             shown = "; ".join(bad[:_SHOWN_BAD_LINES])
             more = f" (and {len(bad) - _SHOWN_BAD_LINES} more)" if len(bad) > _SHOWN_BAD_LINES else ""
