@@ -22,6 +22,7 @@ from stratos_agent.graphs.status import answered_question, asked_question, run_s
 from stratos_agent.graphs.toolset import Toolset
 from stratos_agent.prompts import load_prompt
 
+from stratos_agent.redact import redact_text, redact_value
 from stratos_agent.state import AgentState
 
 log = logging.getLogger("stratos.agent")
@@ -60,9 +61,11 @@ def pending_calls(state: AgentState) -> list[dict[str, Any]]:
     return [c for c in ai.tool_calls if c["id"] not in answered]
 
 
+# The three error sinks below feed the checkpoint, agent.log and the report: each redacts what it stores
+# (credentials in endpoint URLs, configured keys), so a message built anywhere is safe once stored.
 def tool_error(call: dict[str, Any], message: str, kind: str) -> ToolMessage:
     return ToolMessage(
-        content=f"ERROR ({kind}): {message}",
+        content=f"ERROR ({kind}): {redact_text(message)}",
         tool_call_id=call["id"],
         name=call["name"],
         status="error",
@@ -71,14 +74,14 @@ def tool_error(call: dict[str, Any], message: str, kind: str) -> ToolMessage:
 
 
 def event(kind: str, **detail: Any) -> dict[str, Any]:
-    return {"kind": kind, **detail, "at": now()}
+    return {"kind": kind, **redact_value(detail), "at": now()}
 
 
 def log_failure(run_dir: Path, tool: str, exc: BaseException) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "agent.log", "a", encoding="utf-8") as fh:
-        fh.write(f"{now()} {tool} failed: {type(exc).__name__}: {exc}\n")
-        fh.write("".join(traceback.format_exception(exc)))
+        fh.write(redact_text(f"{now()} {tool} failed: {type(exc).__name__}: {exc}\n"))
+        fh.write(redact_text("".join(traceback.format_exception(exc))))
 
 
 class PlannerNodes:
@@ -93,9 +96,10 @@ class PlannerNodes:
         turn = self.rt.planner.decide([SystemMessage(content=system), *state.get("messages", [])], status)
         update: dict[str, Any] = {"messages": [turn.message]}
         if turn.events:
-            for item in turn.events:
+            events = redact_value(turn.events)  # a failing LLM planner's error names its endpoint
+            for item in events:
                 log.warning("planner: %s", item)
-            update["events"] = [*(state.get("events") or []), *({**e, "at": now()} for e in turn.events)]
+            update["events"] = [*(state.get("events") or []), *({**e, "at": now()} for e in events)]
         return update
 
     def route_after_planner(self, state: AgentState) -> str:

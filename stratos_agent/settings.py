@@ -12,6 +12,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
 
+from stratos_agent.errors import InputError
+from stratos_agent.redact import register_secret
+
 
 def _env_path(name: str, default: Path) -> Path:
     value = os.environ.get(name)
@@ -68,6 +71,22 @@ def apply_thread_settings(threads: int | None = None) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def api_key_from(value: str | None, file: Path | None) -> str | None:
+    """The key given as a value (flag or environment) or kept in a file (`--api-key-file`), not both.
+
+    A file holds the key alone; its trailing newline is dropped. The key is registered for redaction,
+    so no message that echoes it can leak it."""
+    if value is not None and file is not None:
+        raise InputError("give the API key once: --api-key (or its environment variable) or --api-key-file")
+    if file is not None:
+        try:
+            value = file.expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the API key file {file}: {exc}") from exc
+    register_secret(value)
+    return value
 
 
 def mask_secret(value: str | None) -> str:

@@ -21,8 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
-from stratos_agent.tools.engine_launch import local_device, sglang_launch, vllm_launch
+from stratos_agent.tools.engine_launch import keyed_launch, local_device, sglang_launch, vllm_launch
 from stratos_agent.tools.server_process import (
     LOG_FILE,
     PID_FILE,
@@ -48,11 +49,13 @@ from stratos_agent.tools.serving_state import (
     slug,
 )
 
-from stratos_agent.errors import InputError, ResourceError
+from stratos_agent.errors import InputError, ResourceError, ServiceError
 from stratos_agent.models.micro import read_task_file
 from stratos_agent.records.deployment import Deployment, Engine, LaunchSpec, SmokeResult, key_fingerprint
+from stratos_agent.redact import register_secret
 
 DEFAULT_PORT = 8000
+MIN_KEY_LEN = 16  # a generated key has 43 characters (secrets.token_urlsafe(32))
 _PORT_SCAN = 100  # ports tried upward from DEFAULT_PORT when none is given
 _SMOKE_MAX_TOKENS = 96
 
@@ -116,26 +119,55 @@ def choose_port(host: str, port: int | None, preferred: int | None) -> int:
 
 
 # ----------------------------------------------------------------------------------- smoke query
+def check_api_key(api_key: str | None) -> None:
+    """Refuse a key a server would not enforce (empty, whitespace) or that is too short to guess-proof.
+    The message never repeats the key."""
+    if api_key is None:
+        return
+    if not api_key.strip():
+        raise InputError("the API key is empty: give a key of at least 16 characters, or none at all (a key "
+                         "is generated when --host is not loopback)")
+    if any(ch.isspace() for ch in api_key):
+        raise InputError("the API key contains whitespace (a trailing newline from a file?); clients send it "
+                         "in an HTTP header, which cannot carry it")
+    if len(api_key) < MIN_KEY_LEN:
+        raise InputError(f"the API key has {len(api_key)} characters; at least {MIN_KEY_LEN} are required "
+                         "(make one: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+
+
+def refuses_without_key(url: str) -> bool:
+    """True when the server answers a request without a key with 401/403: it enforces its key."""
+    try:
+        return httpx.get(f"{url}/models", timeout=10).status_code in (401, 403)
+    except httpx.HTTPError:
+        return False
+
+
 def smoke_query(url: str, model: str, api_key: str | None, task: str = "mahjong", seed: int = 0, *,
-                options: dict | None = None, max_tokens: int = _SMOKE_MAX_TOKENS) -> SmokeResult:
+                options: dict | None = None, max_tokens: int = _SMOKE_MAX_TOKENS,
+                key_required: bool = False) -> SmokeResult:
     """One real task item through the official `openai` client, graded by the task pack (built with
-    `options`: a micro student understands only its pack's prompt, e.g. Mahjong prompt=short)."""
+    `options`: a micro student understands only its pack's prompt, e.g. Mahjong prompt=short). With
+    `key_required`, a request without the key must be refused too (else the smoke test fails)."""
     from openai import OpenAI, OpenAIError
 
     from stratos_agent.tasks import get_task_pack
 
     pack = get_task_pack(task, **(options or {}))
     item = pack.sample(1, seed=seed)[0]
+    enforced = refuses_without_key(url) if key_required else None
     client = OpenAI(base_url=url, api_key=api_key or "EMPTY", timeout=120.0, max_retries=1)
     start = time.perf_counter()
     try:
         resp = client.chat.completions.create(model=model, messages=pack.chat_messages(item),
                                               max_tokens=max_tokens, temperature=0.0)
     except OpenAIError as exc:
-        return SmokeResult(ok=False, task=task, item_key=pack.canonical_key(item), error=str(exc)[:500])
+        return SmokeResult(ok=False, task=task, item_key=pack.canonical_key(item), key_enforced=enforced,
+                           error=str(exc)[:500])
     text = resp.choices[0].message.content or ""
     score = pack.score(item, text)
-    return SmokeResult(ok=bool(text.strip()), task=task, item_key=pack.canonical_key(item), response=text[:2000],
+    return SmokeResult(ok=bool(text.strip()) and enforced is not False, task=task, item_key=pack.canonical_key(item),
+                       key_enforced=enforced, response=text[:2000],
                        exact=score["exact"], f1=score["f1"], format_ok=score["format_ok"],
                        latency_s=round(time.perf_counter() - start, 3),
                        completion_tokens=resp.usage.completion_tokens if resp.usage else None)
@@ -207,9 +239,13 @@ def deploy_local(
 
     Reuses an identical live server, restarts a dead one, replaces a different model under the same
     name. Binding beyond loopback requires an API key: one is generated when none is given and is
-    available once, as `Deployment.generated_api_key` (never saved). `state_dir` overrides where the pid
-    file, log and record go. Returns the saved record.
+    available once, as `Deployment.generated_api_key` (never saved). A given key must have at least
+    MIN_KEY_LEN characters and no whitespace. A server started with a key must refuse a request without
+    it (HTTP 401), or it is stopped: an open server is never recorded as locked. `state_dir` overrides
+    where the pid file, log and record go. Returns the saved record.
     """
+    check_api_key(api_key)
+    register_secret(api_key)  # from here on, any message that echoes it is redacted
     require_engine(engine)
     tgt = resolve_target(target)
     name = slug(name) if name else tgt.name
@@ -229,7 +265,8 @@ def deploy_local(
             same = (old.model_fingerprint == fingerprint and (port is None or port == old.port)
                     and wanted.argv[1:] == old.launch.argv[1:] and wanted.env == old.launch.env
                     and (loopback or old.api_key_required)
-                    and (api_key is None or key_fingerprint(api_key) == old.api_key_fingerprint))
+                    and (api_key is None or key_fingerprint(api_key) == old.api_key_fingerprint)
+                    and (not old.api_key_required or refuses_without_key(old.base_url)))
             if same and health(old.base_url):
                 on_status(f"reusing the running endpoint {name!r} (pid {old.pid})")
                 return _reuse(old, api_key, task if smoke else None, options)
@@ -249,8 +286,13 @@ def deploy_local(
     launch = _launch(tgt, engine, name, host, port, **settings)
     url = base_url(host, port)
     on_status(f"starting {engine} for {tgt.model_path} on {host}:{port}")
-    proc, started = start_server(launch, state, api_key)
-    wait_ready(proc, started, url, name, api_key, state / LOG_FILE, timeout_s, on_status)
+    with keyed_launch(launch, api_key) as keyed:  # SGLang's key file lives until the server is ready
+        proc, started = start_server(keyed, state, api_key)
+        wait_ready(proc, started, url, name, api_key, state / LOG_FILE, timeout_s, on_status)
+    if api_key is not None and not refuses_without_key(url):
+        stop_group(proc.pid, started)
+        raise ServiceError(f"the {engine} server on {host}:{port} answered without the API key, so it does not "
+                           f"enforce it; stopped it rather than leave an open endpoint (log: {state / LOG_FILE})")
     dep = Deployment(
         name=name, base_url=url, model=name, model_path=str(tgt.model_path), model_fingerprint=fingerprint,
         engine=engine, host=host, port=port, pid=proc.pid, process_started=started, state_dir=str(state),
@@ -262,7 +304,8 @@ def deploy_local(
     if smoke:
         on_status(f"smoke query: one {task} item through the openai client")
         dep = dep.model_copy(update={"smoke": smoke_query(url, name, api_key, task, options=options,
-                                                          max_tokens=smoke_tokens(launch))})
+                                                          max_tokens=smoke_tokens(launch),
+                                                          key_required=api_key is not None)})
         save_deployment(dep)
     dep._generated_api_key = generated
     return dep
@@ -272,7 +315,8 @@ def _identical_on_port(port: int, host: str, fingerprint: str, api_key: str | No
     """A live Stratos endpoint already serving this very model on `port` (under any name)."""
     for dep in list_deployments():
         if (dep.port == port and dep.host == host and dep.model_fingerprint == fingerprint and is_alive(dep)
-                and (api_key is None or key_fingerprint(api_key) == dep.api_key_fingerprint)):
+                and (api_key is None or key_fingerprint(api_key) == dep.api_key_fingerprint)
+                and (not dep.api_key_required or refuses_without_key(dep.base_url))):
             return dep
     return None
 
@@ -282,7 +326,8 @@ def _reuse(old: Deployment, api_key: str | None, task: str | None, options: dict
     dep = old.model_copy(update={"reused": True, "restarted": False})
     if task and (api_key or not old.api_key_required):
         dep = dep.model_copy(update={"smoke": smoke_query(old.base_url, old.model, api_key, task, options=options,
-                                                          max_tokens=smoke_tokens(old.launch))})
+                                                          max_tokens=smoke_tokens(old.launch),
+                                                          key_required=old.api_key_required)})
     save_deployment(dep)
     return dep
 

@@ -9,6 +9,11 @@ SkyServe services (`tools/launch_specs.py`).
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ from stratos_agent.records.plans import Plan, PlanPoint
 from stratos_agent.spec import DistillationSpec
 
 CLOUD_PORT = 8000
+SGLANG_KEY_FILE = ".stratos-sglang-key.yaml"  # on a SkyServe replica, in $HOME
 
 
 # ----------------------------------------------------------------------------------- sizing
@@ -138,7 +144,9 @@ def sglang_launch(
     python: str = "python",
     notes: list[str] | None = None,
 ) -> LaunchSpec:
-    """An SGLang server command (`python -m sglang.launch_server`). SGLang needs CUDA GPUs."""
+    """An SGLang server command (`python -m sglang.launch_server`). SGLang needs CUDA GPUs.
+    The API key is never an argument: `keyed_launch` (local) and `sglang_key_script` (SkyServe) hand it
+    over in a private `--config` file."""
     context_len, capped = fit_model_len(model_path, context_len)
     notes = [*(notes or []), *capped]
     argv = [python, "-m", "sglang.launch_server", "--model-path", str(model_path),
@@ -187,3 +195,39 @@ def launch_from_plan(
     max_len = context_length(traffic.prompt_tokens, traffic.output_tokens, read_model_config(model_path))
     return gpu_launch(engine, model_path, served_model_name=served_model_name, gpus=point.gpu_count,
                       max_model_len=max_len)
+
+
+# ----------------------------------------------------------------------------------- API keys
+# vLLM reads its key from VLLM_API_KEY. SGLang has no such variable: it reads the key only from `--api-key`,
+# and argv is world-readable (/proc, `ps`). But its `--config FILE.yaml` turns every `name: value` of the
+# file into `--name value` inside the server process, so the key travels in a private file instead.
+def sglang_key_config(api_key: str) -> str:
+    """The `--config` file content that sets SGLang's `--api-key` (JSON is YAML: no quoting pitfalls)."""
+    return json.dumps({"api-key": api_key})
+
+
+@contextmanager
+def keyed_launch(launch: LaunchSpec, api_key: str | None) -> Iterator[LaunchSpec]:
+    """The command to start so that the server enforces `api_key`, without the key in its argv.
+
+    vLLM: unchanged (the key goes into its environment at start). SGLang: `--config` with a 0600 file in
+    a private temporary folder, deleted when the `with` block ends (start the server and wait until it
+    is ready inside it: SGLang reads the file at start-up). The saved record keeps `launch` itself.
+    """
+    if launch.engine != "sglang" or not api_key:
+        yield launch
+        return
+    with tempfile.TemporaryDirectory(prefix="stratos-sglang-") as folder:  # mkdtemp: mode 0700
+        path = Path(folder) / "key.yaml"
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(sglang_key_config(api_key))
+        yield launch.model_copy(update={"argv": [*launch.argv, "--config", str(path)]})
+
+
+def sglang_key_script(env_name: str) -> tuple[str, str]:
+    """(set-up line, argument) for a replica script: the line writes the key from `$env_name` into
+    `$HOME/SGLANG_KEY_FILE` (mode 0600; the key never appears in any argv, python reads the environment),
+    the argument points SGLang's `--config` at it."""
+    code = f"import json, os; print(json.dumps({{'api-key': os.environ[{env_name!r}]}}))"
+    path = f'"$HOME/{SGLANG_KEY_FILE}"'
+    return f"(umask 077 && python -c {shlex.quote(code)} > {path})", f"--config {path}"

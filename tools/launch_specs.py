@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
-from stratos_agent.tools.engine_launch import chosen_point, launch_from_plan
+from stratos_agent.tools.engine_launch import chosen_point, launch_from_plan, sglang_key_script
 
 from stratos_agent.errors import InputError, ResourceError, StratosError
 from stratos_agent.records.deployment import CloudSpec, Engine, LaunchSpec
@@ -155,20 +155,22 @@ def training_task(
     data = Path(config.data).expanduser().resolve()
     if not data.exists():
         raise InputError(f"training data {data} does not exist (a `stratos synth` folder or a JSONL file)")
-    remote_data = f"/stratos/data/{data.name}"
+    remote_data = f"/stratos/data/{safe_file_name(data.name)}"
     remote = config.model_copy(update={"data": Path(remote_data), "threads": None, "time_limit_s": None})
     out_dir.mkdir(parents=True, exist_ok=True)
     local_config = (out_dir / TRAIN_CONFIG_FILE).resolve()
     local_config.write_text(remote.model_dump_json(indent=1), encoding="utf-8")
     args = ["train", "--config", REMOTE_CONFIG]
     precision = "fp16" if gpu in _NO_BF16 else "bf16"
+    # Only SkyPilot's own variables are expanded; every value of ours is quoted (file names never enter
+    # the script: the data is mounted under a safe name and the config names it).
     run = "\n".join([
         ". ~/stratos-venv/bin/activate",
         'MASTER_ADDR=$(echo "$SKYPILOT_NODE_IPS" | head -n1)',
-        "accelerate launch --num_machines $SKYPILOT_NUM_NODES --machine_rank $SKYPILOT_NODE_RANK \\",
-        "  --num_processes $((SKYPILOT_NUM_NODES * SKYPILOT_NUM_GPUS_PER_NODE)) \\",
-        f"  --main_process_ip $MASTER_ADDR --main_process_port 29500 --mixed_precision {precision} \\",
-        '  "$(which stratos)" ' + " ".join(shlex.quote(a) for a in args),
+        'accelerate launch --num_machines "$SKYPILOT_NUM_NODES" --machine_rank "$SKYPILOT_NODE_RANK" \\',
+        '  --num_processes "$((SKYPILOT_NUM_NODES * SKYPILOT_NUM_GPUS_PER_NODE))" \\',
+        f'  --main_process_ip "$MASTER_ADDR" --main_process_port 29500 --mixed_precision {shlex.quote(precision)} \\',
+        '  "$(which stratos)" ' + shlex.join(args),
     ])
     task: dict[str, Any] = {
         "name": name or f"stratos-train-{slug_name(config.run_name)}", "setup": _venv_script(*_stratos_install()),
@@ -179,6 +181,11 @@ def training_task(
     if project_root():
         task["workdir"] = str(project_root())
     return {"task": task, "resources": _resources(gpu, gpus, cloud, use_spot)}
+
+
+def safe_file_name(name: str) -> str:
+    """A remote file name every shell and mount command reads literally: other characters become '_'."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".-") or "data"
 
 
 def slug_name(text: str) -> str:
@@ -209,18 +216,21 @@ def service_task(
     local = Path(launch.model_path).is_dir()
     served = launch.model_copy(update={"argv": [REMOTE_MODEL_DIR if a == launch.model_path else a
                                                 for a in launch.argv]}) if local else launch
-    command = served.shell()
+    lines = [". ~/stratos-venv/bin/activate", served.shell()]  # every value shell-quoted (LaunchSpec.shell)
     probe: dict[str, Any] = {"path": "/v1/models", "initial_delay_seconds": initial_delay_s}
     secrets: dict[str, None] = {}
-    if require_api_key:
+    if require_api_key:  # the key comes from the environment (SkyPilot secret), never from argv
         secrets[API_KEY_ENV] = None
         probe["headers"] = {"Authorization": f"Bearer ${API_KEY_ENV}"}
-        command = (f'VLLM_API_KEY="${API_KEY_ENV}" {command}' if launch.engine == "vllm"
-                   else f'{command} --api-key "${API_KEY_ENV}"')
+        if launch.engine == "vllm":
+            lines[-1] = f'VLLM_API_KEY="${API_KEY_ENV}" {lines[-1]}'
+        else:
+            write_key, config_arg = sglang_key_script(API_KEY_ENV)
+            lines[-1:] = [write_key, f"{lines[-1]} {config_arg}"]
     task: dict[str, Any] = {  # a replica needs the engine only, not Stratos
         "name": name,
         "setup": _venv_script("vllm" if launch.engine == "vllm" else '"sglang[all]"'),
-        "run": ". ~/stratos-venv/bin/activate\n" + command,
+        "run": "\n".join(lines),
         "secrets": secrets or None,
         "file_mounts": {REMOTE_MODEL_DIR: launch.model_path} if local else None,
     }

@@ -27,6 +27,7 @@ from stratos_agent.records.evaluation import Comparison
 from stratos_agent.records.plans import PairTable, Plan, PlanPoint
 from stratos_agent.records.servers import ServerProfile, ServerSurvey
 from stratos_agent.records.training import StudentModel
+from stratos_agent.redact import redact_text
 from stratos_agent.spec import DistillationSpec
 
 REPORT_HTML = "report.html"
@@ -58,13 +59,14 @@ def difficulty_rows(result: Comparison | None) -> list[dict[str, Any]]:
 
 
 def _fmt(value: Any) -> str:
+    """A table cell, credentials redacted (events and errors quote endpoint URLs)."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (dict, list)):
-        return json.dumps(value, default=str)
-    return str(value)
+        return redact_text(json.dumps(value, default=str))
+    return redact_text(str(value))
 
 
 def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> tuple[str, str]:
@@ -95,10 +97,12 @@ class _Doc:
         self.out_dir = out_dir
 
     def heading(self, text: str) -> None:
+        text = redact_text(text)
         self.md.append(f"\n## {text}\n")
         self.html.append(f"<h2>{html.escape(text)}</h2>")
 
     def para(self, text: str) -> None:
+        text = redact_text(text)
         self.md.append(text + "\n")
         self.html.append(f"<p>{html.escape(text)}</p>")
 

@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
+from pathlib import Path
 
 from stratos_agent.tools.machine_peaks import (
     CACHE_VERSION,
@@ -25,7 +26,8 @@ from stratos_agent.tools.machine_peaks import (
 
 from stratos_agent.errors import InputError, ServiceError
 from stratos_agent.records.servers import BenchResult, HardwareFingerprint
-from stratos_agent.settings import get_settings
+from stratos_agent.redact import redact_text
+from stratos_agent.settings import api_key_from, get_settings
 
 DEFAULT_BATCHES = (1, 4, 8)
 Progress = Callable[[str], None]
@@ -155,7 +157,7 @@ def _bench_vllm(
                     if line.startswith("data:") and first is None:
                         first = time.perf_counter() - t0
         except httpx.HTTPError as exc:
-            raise ServiceError(f"vLLM server at {url} failed: {exc}") from exc
+            raise ServiceError(redact_text(f"vLLM server at {url} failed: {exc}")) from exc
         return first or 0.0, time.perf_counter() - t0
 
     progress("warm-up")
@@ -188,6 +190,7 @@ def bench_model(
     url: str | None = None,
     served_name: str | None = None,
     api_key: str | None = None,
+    api_key_file: Path | None = None,
     prompt_tokens: int = 64,
     output_tokens: int = 16,
     batches: Sequence[int] = DEFAULT_BATCHES,
@@ -196,7 +199,8 @@ def bench_model(
     force: bool = False,
     progress: Progress | None = None,
 ) -> BenchResult:
-    """Measure (or reuse today's cached measurement of) one model on this hardware."""
+    """Measure (or reuse today's cached measurement of) one model on this hardware. The key for `url`:
+    `api_key`, else the content of `api_key_file`, else OPENAI_API_KEY."""
     import torch
 
     if prompt_tokens < 1 or output_tokens < 2 or requests < 1 or any(b < 1 for b in batches):
@@ -216,7 +220,7 @@ def bench_model(
     start = time.perf_counter()
     if url:
         settings_key = get_settings().openai_api_key
-        key = api_key or (settings_key.get_secret_value() if settings_key else None)
+        key = api_key_from(api_key, api_key_file) or (settings_key.get_secret_value() if settings_key else None)
         figures = _bench_vllm(
             url,
             model_id,

