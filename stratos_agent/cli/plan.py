@@ -268,7 +268,12 @@ def bench_servers(
         typer.Option(help="OpenAI-compatible (vLLM) base URL to time instead of in-process transformers."),
     ] = None,
     api_key: Annotated[
-        str | None, typer.Option(help="Key for --url [default: OPENAI_API_KEY].", show_default=False)
+        str | None,
+        typer.Option(help="Key for --url [default: OPENAI_API_KEY]; prefer that variable or --api-key-file "
+                     "(a flag's value is visible in `ps`).", show_default=False),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="File holding the key for --url, instead of --api-key.", show_default=False)
     ] = None,
     served_name: Annotated[
         str | None, typer.Option(help="Model name at --url [default: the model id].")
@@ -302,6 +307,7 @@ def bench_servers(
                     model,
                     url=url,
                     api_key=api_key,
+                    api_key_file=api_key_file,
                     served_name=served_name,
                     prompt_tokens=prompt_tokens,
                     output_tokens=output_tokens,
