@@ -97,8 +97,10 @@ BAD_GATE_ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("bad", BAD_GATE_ANSWERS, ids=lambda a: json.dumps(a)[:40])
-@pytest.mark.parametrize("final", ["approve", "reject"])
+@pytest.mark.parametrize(  # each refusal is followed by a decision, approve and reject in turn
+    "bad,final", [(bad, ("approve", "reject")[i % 2]) for i, bad in enumerate(BAD_GATE_ANSWERS)],
+    ids=[json.dumps(a)[:40] for a in BAD_GATE_ANSWERS],
+)
 def test_a_gate_refuses_what_is_not_a_decision_and_then_takes_one(runs_dir: Path, bad: Any, final: str) -> None:
     runners = doubles()
     s = session(runs_dir, runners)
