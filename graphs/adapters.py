@@ -173,7 +173,7 @@ def train_key(state: Any) -> Any:
 
 
 def train_config(ctx: ToolContext, args: TrainStudentArgs) -> TrainConfig:
-    from stratos_agent.tools.train import config_from_plan
+    from stratos_agent.tools.train import config_from_plan, trained_lineage
 
     deadline = ctx.spec.constraints.deadline_hours  # the only time box: the user's, visible in the spec
     config = config_from_plan(ctx.need("plan"), ctx.need("dataset"), recipe_for(ctx.spec.task),
@@ -183,7 +183,9 @@ def train_config(ctx: ToolContext, args: TrainStudentArgs) -> TrainConfig:
     round_, start = train_on_from(ctx.state)
     if start is None:
         return config
-    return config.model_copy(update={"base_model": start, "run_name": f"{config.run_name}-r{round_}"})
+    lineage, seen = trained_lineage(start)  # the round it continues: its learning curve goes on from there
+    return config.model_copy(update={"base_model": start, "run_name": f"{config.run_name}-r{round_}",
+                                     "lineage": lineage, "examples_before": seen})
 
 
 def run_train(ctx: ToolContext, args: TrainStudentArgs) -> ToolOutcome:

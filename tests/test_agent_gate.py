@@ -113,3 +113,26 @@ def test_train_on_rounds_start_from_the_last_weights(tmp_path: Path) -> None:
     again = train_config(ToolContext(state=state, run_dir=tmp_path), TrainStudentArgs(max_steps=10))
     assert again.base_model == "/w/round0" and again.run_name == "t-student-r1"
     assert again.max_steps == first.max_steps and again.lora_r == first.lora_r
+    assert again.lineage is None and again.examples_before == 0  # not a folder Stratos trained
+
+
+def test_train_on_rounds_continue_the_learning_curve_of_their_lineage(tmp_path: Path) -> None:
+    from stratos_agent.graphs.adapters import train_config
+    from stratos_agent.graphs.toolset import ToolContext, TrainStudentArgs
+    from support.doubles import dataset, plan_for_budget, student
+
+    spec = DistillationSpec(task="mahjong", constraints={"budget_usd": 20})
+    state: dict[str, Any] = {"thread_id": "t", "spec": spec, "dataset": dataset(),
+                             "plan": plan_for_budget(type("Ctx", (), {"spec": spec}))}
+    round0 = student()
+    round0 = round0.model_copy(update={
+        "global_step": 40, "streamed_examples": 2560, "model_dir": tmp_path / "train" / "model",
+        "config": round0.config.model_copy(update={"base_model": "mahjong-micro-2m"})})
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "student.json").write_text(round0.model_dump_json())
+    state["adaptations"] = [{"round": 1, "decision": "train on", "model_dir": str(round0.model_dir),
+                             "accuracy": 0.1, "reason": "r"}]
+    again = train_config(ToolContext(state=state, run_dir=tmp_path), TrainStudentArgs(max_steps=10))
+    assert again.lineage == "mahjong-micro-2m" and again.examples_before == 2560
+    assert again.curve_student == "mahjong-micro-2m"
+    assert again.fingerprint() == again.model_copy(update={"lineage": None, "examples_before": 0}).fingerprint()

@@ -270,9 +270,11 @@ class StreamRun:
 
         s, cfg, run_dir = self.s, self.config, self.run_dir
         model_dir = save_folder(run_dir / "model", self.model, self.tok, self.base_dir)
+        before = cfg.examples_before  # a train-on round: the curve continues its lineage's
         curve = LearningCurve(
-            task=self.pack.name, student=cfg.base_model, method=METHOD_KEY, hardware=hardware_fingerprint().key,
-            examples_per_s=max(s["examples"] / max(s["seconds"], 1e-9), 1e-9), points=self.points,
+            task=self.pack.name, student=cfg.curve_student, method=METHOD_KEY, hardware=hardware_fingerprint().key,
+            examples_per_s=max(s["examples"] / max(s["seconds"], 1e-9), 1e-9), start_examples=before,
+            points=[p.model_copy(update={"examples": p.examples + before}) for p in self.points],
             batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, kind="run", run=str(run_dir),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             validation=f"{len(self.val)} held-out items, greedy, {self.max_new} new tokens",

@@ -106,6 +106,17 @@ def config_from_plan(
     )
 
 
+def trained_lineage(model_dir: str | Path) -> tuple[str | None, int]:
+    """(registry student it descends from, examples its weights have seen in all) of a folder this module
+    trained, read from its run's student.json; (None, 0) for any other folder."""
+    record = Path(model_dir).parent / STUDENT_FILE
+    if not record.is_file():
+        return None, 0
+    last = StudentModel.model_validate_json(record.read_text())
+    seen = last.streamed_examples or last.global_step * last.config.batch_size * last.config.grad_accum
+    return last.config.curve_student, last.config.examples_before + seen
+
+
 def planned_steps(point: PlanPoint) -> int:
     """Optimizer steps that carry out the plan's example budget (`train_examples`) at the batch size its
     run uses: the plan prices exactly the examples the run sees."""

@@ -218,6 +218,7 @@ class CurveCallback(TrainerCallback):
         at_start: bool = True,
         kind: str = "run",
         record: bool = True,
+        examples_before: int = 0,
     ) -> None:
         if every_steps <= 0 or not items:
             raise ValueError("CurveCallback needs every_steps > 0 and at least one validation item")
@@ -226,6 +227,7 @@ class CurveCallback(TrainerCallback):
         self.task, self.student, self.method, self.run = task, student, method, run
         self.batch_size, self.lr, self.kind = batch_size, lr, kind
         self.eval_batch_size, self.at_start, self.record = eval_batch_size, at_start, record
+        self.examples_before = examples_before  # a train-on round: what the weights saw before this run
         self.points: list = []
         self.path: Path | None = None
         self._t0 = 0.0
@@ -238,7 +240,7 @@ class CurveCallback(TrainerCallback):
         from stratos_agent.tools.machine_peaks import hardware_fingerprint
 
         self._hardware = hardware_fingerprint().key
-        self._start_examples = state.global_step * self.batch_size
+        self._start_examples = self.examples_before + state.global_step * self.batch_size
         self._load0 = os.getloadavg()[0]
         self._t0, self._val_s = time.monotonic(), 0.0
         if self.at_start and state.global_step == 0:
@@ -249,7 +251,7 @@ class CurveCallback(TrainerCallback):
             self._point(state, model, processing_class)
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if not self.points or self.points[-1].examples != state.global_step * self.batch_size:
+        if not self.points or self.points[-1].examples != self._examples(state):
             self._point(state, model, processing_class)
         curve = self.curve()
         if curve is not None and self.record:
@@ -274,6 +276,9 @@ class CurveCallback(TrainerCallback):
             load_avg=round((self._load0 + os.getloadavg()[0]) / 2, 2),
         )
 
+    def _examples(self, state) -> int:
+        return self.examples_before + state.global_step * self.batch_size
+
     def _point(self, state, model, tokenizer) -> None:
         from stratos_agent.records.calibration import CurvePoint
 
@@ -281,7 +286,7 @@ class CurveCallback(TrainerCallback):
         v0 = time.monotonic()
         exact = self.exact_match(model, tokenizer)
         self._val_s += time.monotonic() - v0
-        self.points.append(CurvePoint(examples=state.global_step * self.batch_size, exact=exact,
+        self.points.append(CurvePoint(examples=self._examples(state), exact=exact,
                                       n=len(self.items), seconds=round(max(0.0, trained_s), 3)))
 
     def exact_match(self, model, tokenizer) -> float:
@@ -352,7 +357,7 @@ def curve_callback_for(config, *, n_items: int = 48, every_steps: int | None = N
     steps = every_steps or max(10, config.max_steps // 8 if config.max_steps > 0 else 25)
     return CurveCallback(
         pack, validation_items(pack, config.data, n_items), every_steps=steps,
-        max_new_tokens=recipe.student_tokens, task=config.task.split(":")[0], student=config.base_model,
+        max_new_tokens=recipe.student_tokens, task=config.task.split(":")[0], student=config.curve_student,
         method=method, batch_size=config.batch_size * config.grad_accum, lr=config.learning_rate,
-        run=run or config.run_name,
+        run=run or config.run_name, examples_before=config.examples_before,
     )

@@ -82,13 +82,23 @@ class TrainConfig(BaseModel):
     )
     eval_every: int = Field(default=4096, gt=0, description="Stream: validation exact match every N examples.")
     eval_n: int = Field(default=200, gt=0, description="Stream: validation items per learning-curve point.")
+    # A round of the result gate's "train on" starts from the last round's folder: its learning curve is
+    # recorded under the registry student it descends from, at the examples its weights have seen in all.
+    lineage: str | None = Field(default=None, description="Registry id the `base_model` folder descends from.")
+    examples_before: int = Field(default=0, ge=0, description="Examples the base weights saw in earlier rounds.")
+
+    @property
+    def curve_student(self) -> str:
+        """The student a learning curve of this run belongs to (the lineage's registry id, else the base)."""
+        return self.lineage or self.base_model
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the trained weights (threads, time limit, eval cadence do not).
 
         The stream fields enter only when `stream` is on, so configs written before they existed keep
         their fingerprint."""
-        payload = self.model_dump(mode="json", exclude={"threads", "time_limit_s", "logging_steps", *_EVAL_ONLY})
+        payload = self.model_dump(mode="json", exclude={"threads", "time_limit_s", "logging_steps", *_EVAL_ONLY,
+                                                        "lineage", "examples_before"})
         if not self.stream:
             for name in _STREAM_FIELDS:
                 payload.pop(name)
