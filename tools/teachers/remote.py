@@ -253,9 +253,17 @@ class OpenAICompatibleTeacher:
         """Every prompt tried (concurrently, order kept): the answers, and the failures in item order."""
         messages = [as_messages(p) for p in prompts]
         meter = active_meter()  # a context variable: read here, worker threads do not inherit it
+        halt = threading.Event()  # set by a fatal failure: prompts not yet sent are skipped (None)
 
-        def one(i: int) -> str:
-            text = self._complete(messages[i], max_new_tokens, temperature, seed, meter)
+        def one(i: int) -> str | None:
+            if halt.is_set():
+                return None
+            try:
+                text = self._complete(messages[i], max_new_tokens, temperature, seed, meter)
+            except BaseException as exc:
+                if self._fatal(exc):
+                    halt.set()
+                raise
             if on_answer is not None:
                 on_answer(i, text)  # in the worker: kept even if the batch fails later
             return text
