@@ -251,7 +251,7 @@ CLI_CASES: list[tuple[list[str], str]] = [  # (args, expected: "usage" = click's
     (["plan", ""], ERROR), (["plan", "make me a model"], ERROR), (["plan", "mahjong $0"], ERROR),
     (["plan", "mahjong $20", "--top", "0"], "usage"), (["plan", "mahjong $20", "--probe-n", "0"], "usage"),
     (["plan", "mahjong $20", "--gpu", "B9000"], ERROR), (["plan", "{d}/missing.yaml"], ERROR),
-    (["plan", "{d}/bad.yaml"], ERROR), (["plan", "{d}/notutf8.yaml"], ERROR), (["plan", "mahjong $20 \udcff"], ERROR),
+    (["plan", "{d}/bad.yaml"], ERROR), (["plan", "{d}/notutf8.yaml"], ERROR), (["plan", "{d}/deep.yaml"], ERROR), (["plan", "mahjong $20 \udcff"], ERROR),
     (["plan"], "usage"), (["plan", "mahjong $20", "--top", "x"], "usage"),
     (["task", "sample", "nope"], ERROR), (["task", "sample", "mahjong", "--n", "-1"], ERROR),
     (["task", "sample", "mahjong", "--n", "2", "--style", "bogus"], ERROR), (["task", "sample", "mahjong", "--n", "x"], "usage"),
@@ -279,6 +279,7 @@ def cli_dir(tmp_path_factory) -> Path:
     (folder / "qa.jsonl").write_text('{"question": "2+2?", "answer": "4"}\n')
     (folder / "bad.yaml").write_text("task: mahjong\nconstraints: [1,\n")
     (folder / "notutf8.yaml").write_bytes(b"task: \xff\n")
+    (folder / "deep.yaml").write_text("task: " + "[" * 5000)
     return folder
 
 

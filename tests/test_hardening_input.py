@@ -126,10 +126,13 @@ def test_text_that_cannot_be_a_path_is_read_as_a_request(request_text: str) -> N
     assert spec.task == "mahjong"
 
 
-def test_spec_file_that_is_not_utf8_is_an_input_error(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("raw", "message"), [(b"task: mahjong\nrequest: \xff\xfe\n", "not UTF-8"), (b"task: " + b"[" * 5000, "too deeply")]
+)
+def test_spec_files_that_yaml_cannot_read_are_input_errors(tmp_path, raw: bytes, message: str) -> None:
     path = tmp_path / "spec.yaml"
-    path.write_bytes(b"task: mahjong\nrequest: \xff\xfe\n")
-    with pytest.raises(InputError, match="spec.yaml"):
+    path.write_bytes(raw)
+    with pytest.raises(InputError, match=message):
         load_spec(str(path))
 
 

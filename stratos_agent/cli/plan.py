@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from stratos_agent.cli.app import app, console
 from stratos_agent.errors import InputError
+
+if TYPE_CHECKING:
+    from stratos_agent.spec import DistillationSpec
+
+SPEC_SUFFIXES = {".yaml", ".yml", ".json"}
 
 catalog_app = typer.Typer(
     help="The catalog of cloud GPU offers the planner chooses from (dated, refreshable).",
@@ -17,16 +22,35 @@ catalog_app = typer.Typer(
 app.add_typer(catalog_app, name="catalog")
 
 
-def load_spec(request: str):
-    """A DistillationSpec from a YAML/JSON file, or from a natural-language request."""
+def load_spec(request: str) -> tuple[DistillationSpec, list[str]]:
+    """A DistillationSpec from a YAML/JSON file or a natural-language request, with the parts of a request
+    that were not understood ("'phrase': why" lines; none for a file)."""
+    from stratos_agent.request_parser import understand_request
     from stratos_agent.spec import read_spec_file, validated_spec
 
-    path = Path(request)
-    if path.suffix.lower() in {".yaml", ".yml", ".json"} or path.is_file():
-        return validated_spec(read_spec_file(path), str(path))
-    from stratos_agent.request_parser import parse_request
+    if _names_spec_file(request):
+        path = Path(request)
+        try:
+            return validated_spec(read_spec_file(path), str(path)), []
+        except UnicodeDecodeError as exc:  # read_spec_file's YAML errors are InputErrors already; these are not
+            raise InputError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+        except RecursionError:
+            raise InputError(f"{path}: nested too deeply to be a spec") from None
+    return understand_request(request)
 
-    return parse_request(request)
+
+def _names_spec_file(request: str) -> bool:
+    """A file when it exists, or looks like a spec path (one word ending .yaml/.yml/.json); a request otherwise.
+    Text that cannot be a path (too long, NUL, several lines) is a request without asking the file system."""
+    if "\n" in request or "\0" in request or len(request) > 1024:
+        return False
+    path = Path(request)
+    try:
+        if path.is_file():
+            return True
+    except OSError:  # e.g. a name component too long
+        return False
+    return path.suffix.lower() in SPEC_SUFFIXES and not any(ch.isspace() for ch in request)
 
 
 def _pairs_table(plan):
@@ -135,9 +159,9 @@ def plan(
             "(forward synthesis, cached); default uses a documented prior."
         ),
     ] = False,
-    probe_n: Annotated[int, typer.Option(help="Items per probe.")] = 16,
+    probe_n: Annotated[int, typer.Option(help="Items per probe.", min=1)] = 16,
     local: Annotated[bool, typer.Option(help="Include this machine as a (free, slow) server.")] = True,
-    top: Annotated[int, typer.Option(help="Front rows to print.")] = 15,
+    top: Annotated[int, typer.Option(help="Front rows to print.", min=1)] = 15,
 ) -> None:
     """Choose server, teacher/student pair and strategy as a **Pareto-optimal plan**.
 
@@ -146,17 +170,25 @@ def plan(
     front and the chosen plan with a paragraph on what it traded; saves plan.json and pareto.png.
     An impossible spec exits with the binding constraint and the nearest feasible plans.
     """
+    import json
     from datetime import datetime
 
+    from rich.markup import escape
+
+    from stratos_agent.files import write_text_atomic
     from stratos_agent.settings import get_settings
     from stratos_agent.tools.planning import plan_for, save_front_png
 
-    spec = load_spec(request)
+    spec, unparsed = load_spec(request)
+    for note in unparsed:
+        console.print(f"[yellow]not understood:[/] {escape(note)}", highlight=False)
     with console.status("planning: catalog, roofline, pairs, Pareto front ..."):
         result = plan_for(spec, gpus=gpu, run_probe=probe, probe_n=probe_n, include_local=local)
     out = out or get_settings().runs_dir / f"plan-{datetime.now():%Y%m%d-%H%M%S}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "plan.json").write_text(result.model_dump_json(indent=1), encoding="utf-8")
+    # The plan, plus the spec it answered and what of the request was not understood, so that a reader
+    # sees how the request was read (extra keys: the file still loads as a Plan).
+    record = {**result.model_dump(mode="json"), "spec": spec.model_dump(mode="json"), "unparsed": unparsed}
+    write_text_atomic(out / "plan.json", json.dumps(record, indent=1, ensure_ascii=False))
     console.print(
         f"catalog of {result.catalog_date} ({result.catalog_age_days} days old); "
         f"{result.candidates} candidate plans; excluded: "
