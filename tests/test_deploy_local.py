@@ -136,6 +136,7 @@ def test_real_vllm_endpoint_lifecycle(tmp_path, monkeypatch):
         dep = deploy.deploy_local(model, host="0.0.0.0", port=port, name="student", timeout_s=900)
         key = dep.generated_api_key
         assert key and dep.api_key_required and dep.smoke is not None and dep.smoke.ok, dep.smoke
+        assert dep.smoke.key_enforced is True  # the smoke test asked without the key too: vLLM said 401
         pids |= {p.pid for p in server_process.group_members(dep.pid, dep.process_started)}
         client = OpenAI(base_url=dep.base_url, api_key=key)
         out = client.chat.completions.create(model=dep.model, max_tokens=8, temperature=0,
