@@ -135,7 +135,7 @@ def calls_since_human(state: AgentState | dict[str, Any]) -> int:
 
 
 class ExecutionNodes:
-    def __init__(self, rt: AgentRuntime, max_calls: int = 60):
+    def __init__(self, rt: AgentRuntime, max_calls: int):
         self.rt = rt
         self.max_calls = max_calls  # tool calls per human turn: under the graph's recursion limit
 

@@ -171,3 +171,14 @@ def test_paid_planner_turns_are_booked_and_stop_once_the_budget_is_spent(runs_di
     assert planner.turns == 3
     unpaid = [e for e in out.values["events"] if e["kind"] == "planner_unpaid"]
     assert unpaid and "budget is spent" in unpaid[0]["reason"]
+
+
+def test_evaluation_calls_to_an_endpoint_are_metered(monkeypatch) -> None:
+    from rich.console import Console
+    from stratos_agent.tools.evaluate import generate_endpoint
+
+    monkeypatch.setenv("STRATOS_TEACHER_USD_PER_MTOK", DOLLAR_PER_TOKEN)
+    with FakeEndpoint() as ep, metering(cap_usd=100.0) as meter:
+        generate_endpoint(ep.url, "paid-model", [[{"role": "user", "content": "q"}]] * 3, concurrency=2,
+                          max_new_tokens=4, api_key=None, console=Console(quiet=True))
+    assert (meter.calls, meter.tokens, meter.spent_usd) == (3, 6, pytest.approx(6.0))

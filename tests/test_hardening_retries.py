@@ -8,6 +8,7 @@ is the status of each request in arrival order); the graph tests run the real gr
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import re
 from collections import Counter
@@ -207,3 +208,12 @@ def test_the_deploy_deadline_bounds_all_attempts_together(tmp_path) -> None:
         run_deploy(ToolContext(state=state, run_dir=tmp_path), DeployStudentArgs())  # type: ignore[arg-type]
     assert deploy_time_left({**state, "errors": {}}) == DEPLOY_DEADLINE_S  # a human turn starts afresh
     assert deploy_time_left({**state, "errors": {"deploy_student": 1}}) == DEPLOY_DEADLINE_S - 500.0
+
+
+def test_a_low_yield_teacher_makes_the_rule_planner_switch_to_the_solver(runs_dir) -> None:
+    runners = doubles(synthesize_data=[LowYield("teacher yield 0/64 verified")])
+    out = _session(runs_dir, runners).start(REQUEST, auto_approve=True)
+    synth = [m for m in out.values["messages"] if getattr(m, "name", None) == "synthesize_data"]
+    assert synth[0].status == "error" and "(low_yield)" in synth[0].content
+    assert json.loads(synth[1].content)["args"]["mode"] == "solver"  # a new strategy, not the same call again
+    assert out.status == "done"
