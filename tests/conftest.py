@@ -23,6 +23,8 @@ os.environ.setdefault("STRATOS_SERVER_PEAKS", "30,0.1")
 # Plans keep the roofline's local p95 instead of starting vLLM to time the chosen student (~25 s each);
 # tests/test_latency_probe.py times it for real.
 os.environ.setdefault("STRATOS_LATENCY_PROBE", "0")
+# Likewise no pilot run (~1 minute of training) for candidates the test's empty calibration store lacks.
+os.environ.setdefault("STRATOS_PILOTS", "0")
 
 
 def pytest_configure(config: pytest.Config) -> None:

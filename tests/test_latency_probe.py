@@ -7,7 +7,7 @@ import pytest
 from stratos_agent.tools import latency_probe, planning
 from stratos_agent.tools.planning.serving import serving_table
 from stratos_agent.tools.request_shape import task_shape
-from stratos_agent.tools.survey import plan_with_probes
+from stratos_agent.tools.survey import plan_measured
 
 from stratos_agent.records.plans import PairTable
 from stratos_agent.records.servers import LatencyProbe
@@ -50,7 +50,7 @@ def test_vllm_probe_is_cached_and_the_plan_carries_it(monkeypatch):
 
     spec = _local_spec()
     pairs = PairTable(pairs=planning.prepare(spec, gpus=["CPU"]).pairs)
-    plan = plan_with_probes(spec, ["CPU"], pairs, user_shape=True)
+    plan = plan_measured(spec, ["CPU"], pairs, user_shape=True)
     assert plan.chosen is not None and plan.chosen.student == "mahjong-micro-2m"
     assert plan.chosen.latency_source == "measured"
     assert plan.chosen.p95_ms == pytest.approx(fresh.p95_ms)

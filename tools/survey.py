@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from stratos_agent.tools import latency_probe, launch_specs, planning, server_bench
+from stratos_agent.tools import latency_probe, launch_specs, pilot, planning, server_bench
 from stratos_agent.tools.planning.serving import shape_of
 from stratos_agent.tools.request_shape import task_shape
 
 from stratos_agent.errors import StratosError
-from stratos_agent.records.plans import PairTable, Plan
+from stratos_agent.records.plans import PairTable, Plan, PlanPoint
 from stratos_agent.records.servers import LatencyProbe, RequestShape, ServerSurvey
 from stratos_agent.spec import DistillationSpec, Traffic
 
@@ -96,28 +96,46 @@ def score_pairs_here(spec: DistillationSpec, survey: ServerSurvey | None, probe_
     return PairTable(pairs=prepared.pairs, probes=probes, probe_n=probe_n)
 
 
-def plan_with_probes(spec: DistillationSpec, gpus: list[str] | None, pairs: PairTable,
-                     shapes: dict[str, RequestShape] | None = None) -> Plan:
-    """The plan, with the local p95 of its chosen student measured through the serving engine (cached):
-    when the measurement moves the choice to another local student, that one is timed too (at most once
-    per student), so the chosen local point's p95 is a measurement whenever the engine is here.
+def plan_measured(spec: DistillationSpec, gpus: list[str] | None, pairs: PairTable,
+                  shapes: dict[str, RequestShape] | None = None) -> Plan:
+    """The plan, then a measurement of what its choice rests on, then the plan again, until the chosen point
+    stands on measurements (or nothing more can be measured here):
+    - accuracy: a chosen candidate without a recorded curve gets a pilot run (tools/pilot.py, ~1 minute);
+    - local p95: the chosen local student is timed through the serving engine (tools/latency_probe.py).
+    Each measurement happens at most once per student and is cached; a choice that moves is measured too.
     `shapes`: each student's own request shape (else the spec's traffic)."""
     shapes = shapes or {}
     timed: dict[str, LatencyProbe] = {}
-    tried: set[str] = set()
+    done: set[tuple[str, str]] = set()
     while True:
         inputs = planning.gather_inputs(spec, gpus=gpus, latency_probes=timed, request_shapes=shapes)
         plan = planning.make_plan(spec, inputs, pairs.pairs)
         point = plan.chosen
-        if point is None or not point.is_local or point.student in tried or not latency_probe.enabled():
+        todo = _next_measurement(point, done)
+        if todo is None:
             return plan.model_copy(update={"latency_probes": list(timed.values())})
-        tried.add(point.student)
+        done.add(todo)
         try:
-            timed[point.student] = latency_probe.probe_student(
-                spec.task, point.student, concurrency=spec.traffic.concurrency,
-                output_tokens=shape_of(spec, inputs, point.student)[1])
-        except StratosError as exc:  # the engine could not time it: the figure stays modelled, and says so
-            log.warning("latency probe of %s failed, its p95 stays modelled: %s", point.student, exc)
+            if todo[0] == "pilot":
+                pilot.run_pilot(plan, point)  # type: ignore[arg-type]
+            else:
+                timed[todo[1]] = latency_probe.probe_student(
+                    spec.task, todo[1], concurrency=spec.traffic.concurrency,
+                    output_tokens=shape_of(spec, inputs, todo[1])[1])
+        except (StratosError, RuntimeError) as exc:  # the figure stays a prior/model, and says so
+            log.warning("%s of %s failed; its figure stays unmeasured: %s", todo[0], todo[1], exc)
+
+
+def _next_measurement(point: PlanPoint | None, done: set[tuple[str, str]]) -> tuple[str, str] | None:
+    """("pilot" | "latency", student) still to measure for the chosen point, or None."""
+    if point is None:
+        return None
+    wanted = []
+    if point.accuracy_source == "prior" and pilot.enabled():
+        wanted.append(("pilot", f"{point.student}/{point.strategy}/{point.lora_rank}"))
+    if point.is_local and point.latency_source != "measured" and latency_probe.enabled():
+        wanted.append(("latency", point.student))
+    return next((w for w in wanted if w not in done), None)
 
 
 def plan_here(spec: DistillationSpec, survey: ServerSurvey | None, pairs: PairTable) -> Plan:
@@ -125,7 +143,7 @@ def plan_here(spec: DistillationSpec, survey: ServerSurvey | None, pairs: PairTa
     so the report can show what a cloud run would trade."""
     spec = planned_spec(spec, survey)
     scoped, gpus = executable_scope(spec, survey)
-    plan = plan_with_probes(scoped, gpus, pairs, survey.student_shapes if survey else None)
+    plan = plan_measured(scoped, gpus, pairs, survey.student_shapes if survey else None)
     if not restricted(spec, survey):
         return plan
     wide = planning.make_plan(spec, planning.gather_inputs(spec, request_shapes=survey.student_shapes), pairs.pairs)  # type: ignore[union-attr]
