@@ -21,9 +21,10 @@ from stratos_agent.graphs.adapters import default_toolset
 from stratos_agent.graphs.execution import is_transient
 from stratos_agent.graphs.gates import parse_decision
 from stratos_agent.graphs.session import AgentSession, list_runs
+from stratos_agent.tools.teachers import EndpointError
 from support.doubles import StageDouble, doubles
 
-from stratos_agent.errors import InputError, ServiceError
+from stratos_agent.errors import InputError
 
 REQUEST = "a model that lists Mahjong winning tiles, under $20, p95 under 300 ms"
 
@@ -215,19 +216,19 @@ def test_invalid_llm_calls_retry_then_rule_planner_takes_the_step(runs_dir: Path
 
 
 def test_transient_errors_are_retried_by_the_retry_policy(runs_dir: Path) -> None:
-    runners = doubles(synthesize_data=[ServiceError("teacher 503"), TimeoutError("slow")])
+    runners = doubles(synthesize_data=[EndpointError("teacher 503", 503), TimeoutError("slow")])
     out = session(runs_dir, runners).start(REQUEST, auto_approve=True)
     assert out.status == "done" and runners["synthesize_data"].calls == 3
 
 
 def test_exhausted_retries_and_permanent_errors_surface_to_the_planner(runs_dir: Path) -> None:
     runners = doubles(
-        synthesize_data=[ServiceError("down")] * 3,
+        synthesize_data=[EndpointError("down", 503)] * 3,
         train_student=[InputError("bad rank"), InputError("bad rank")],
     )
     out = session(runs_dir, runners).start(REQUEST, auto_approve=True)
     msgs = {m.content for m in tool_messages(out) if m.status == "error"}
-    assert any("failed after retries: ServiceError: down" in m for m in msgs)
+    assert any("failed after retries: EndpointError: down" in m for m in msgs)
     assert any("train_student failed: bad rank" in m for m in msgs)
     assert out.status == "failed" and "Giving up on train_student" in out.values["messages"][-1].content
     assert (

@@ -27,7 +27,7 @@ def main() -> None:
     try:
         app()  # standalone mode: click prints usage errors itself and exits
     except StratosError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(redact_text(str(exc)))}")
+        err_console.print(f"[bold red]error:[/] {escape(redact_text(str(exc)))}", soft_wrap=True)  # one line
         sys.exit(exc.exit_code)
 
 
