@@ -20,8 +20,8 @@ import re
 from rich.console import Console
 from stratos_agent.tools import calibration
 from stratos_agent.tools.machine_peaks import hardware_fingerprint
-from stratos_agent.tools.planning.measured import method_for, streams
 from stratos_agent.tools.pairing import STRATEGY_CODES
+from stratos_agent.tools.planning.measured import method_for, streams
 
 from stratos_agent.files import write_text_atomic
 from stratos_agent.models import get_registry
