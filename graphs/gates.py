@@ -11,6 +11,7 @@ from stratos_agent.graphs.intake import changes_in, replan_update
 from stratos_agent.graphs.nodes import AgentRuntime, event, log_failure, now, pending_calls, tool_error
 from stratos_agent.graphs.status import answer_question
 from stratos_agent.graphs.toolset import ToolContext
+from stratos_agent.tools.outcome import not_understood
 
 from stratos_agent.errors import StratosError
 from stratos_agent.ledger import Ledger
@@ -55,6 +56,7 @@ class GateNodes:
             if plan.feasible
             else "No plan meets the constraints. Edit them (e.g. edit budget_usd=50) or reject.",
             "plan": point.label() if point else "",
+            "not_understood": not_understood(state),
             "why": plan.why,
             "estimate": point.model_dump(include=set(ESTIMATE_FIELDS)) if point else {},
             "budget_usd": state["spec"].constraints.budget_usd if state.get("spec") else None,

@@ -94,7 +94,9 @@ class IntakeNode:
             update["errors"] = {}  # a human turn is a fresh start for the planner's retry budget
         spec = state.get("spec")
         if spec is None:
-            spec, request = self._spec_from_request(state.get("request") or "", inbox, thread_id)
+            spec, request, unread = self._spec_from_request(state.get("request") or "", inbox, thread_id)
+            if unread:  # reported back (plan gate, outcome, report), never silently dropped
+                update["events"] = [*(state.get("events") or []), event("not_understood", phrases=unread)]
             return Command(goto="planner", update={**update, "request": request, "spec": spec, "missing": [],
                                                     "status": "planning", "messages": [HumanMessage(content=request)]})
         spec = DistillationSpec.model_validate(spec)  # the Python API may hand in a plain dict
@@ -155,9 +157,11 @@ class IntakeNode:
             if not pending and problem is None:
                 problem = f"No change found in {answer!r}."
 
-    def _spec_from_request(self, request: str, inbox: str | None, thread_id: str) -> tuple[DistillationSpec, str]:
-        """The spec a request asks for; what is missing, ambiguous or invalid is asked for, and each answer
-        overrides what the request said on the same fields (so "p95 under 300 ms" corrects "under 0 ms")."""
+    def _spec_from_request(self, request: str, inbox: str | None,
+                           thread_id: str) -> tuple[DistillationSpec, str, list[str]]:
+        """The spec a request asks for, the request with the answers, and what in them was not understood;
+        what is missing, ambiguous or invalid is asked for, and each answer overrides what the request said
+        on the same fields (so "p95 under 300 ms" corrects "under 0 ms")."""
         text = "\n".join(part for part in (request, inbox or "") if part)
         analysis, problems = self._read(text, use_model=True)
         answers: list[str] = []
@@ -165,7 +169,7 @@ class IntakeNode:
             if not problems and analysis.complete:
                 try:
                     spec = validated_spec(analysis.to_spec(), "request")
-                    return spec, "\n".join([text, *answers])
+                    return spec, "\n".join([text, *answers]), list(analysis.unparsed)
                 except StratosError as exc:
                     problems = [f"{exc}. Restate the value(s) named (e.g. 'p95 under 300 ms')."]
             answer = str(interrupt({"gate": "clarify", "thread_id": thread_id, "missing": analysis.missing,

@@ -136,3 +136,14 @@ def test_train_on_rounds_continue_the_learning_curve_of_their_lineage(tmp_path: 
     assert again.lineage == "mahjong-micro-2m" and again.examples_before == 2560
     assert again.curve_student == "mahjong-micro-2m"
     assert again.fingerprint() == again.model_copy(update={"lineage": None, "examples_before": 0}).fingerprint()
+
+
+def test_what_the_request_says_but_the_parser_cannot_read_is_reported_back(runs_dir: Path) -> None:
+    from stratos_agent.tools.outcome import outcome_lines
+
+    s = AgentSession("unread", runs_dir=runs_dir, graph_kwargs={"toolset": default_toolset(doubles())})
+    out = s.start(f"{REQUEST}, on marscloud")
+    assert out.interrupt["gate"] == "plan"
+    assert any("marscloud" in phrase for phrase in out.interrupt["not_understood"])
+    assert any(line.startswith("Not understood in the request") and "marscloud" in line
+               for line in outcome_lines(out.values))

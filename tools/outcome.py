@@ -30,6 +30,11 @@ def fmt_usd(x: float | None) -> str:
     return f"${x:,.2f}" if x >= 0.01 or x == 0 else f"${x:.4f}"
 
 
+def not_understood(state: Mapping[str, Any]) -> list[str]:
+    """Parts of the request the parser could not read ("'64 H100s': ..."), as the intake recorded them."""
+    return [p for e in state.get("events") or [] if e.get("kind") == "not_understood" for p in e.get("phrases") or []]
+
+
 def outcome_lines(state: Mapping[str, Any]) -> list[str]:
     spec: DistillationSpec | None = state.get("spec")
     plan: Plan | None = state.get("plan")
@@ -37,6 +42,7 @@ def outcome_lines(state: Mapping[str, Any]) -> list[str]:
     goal: GoalCheck | None = state.get("goal")
     deployment: Deployment | None = state.get("deployment")
     lines = [f"Status: {state.get('status')}."]
+    lines += [f"Not understood in the request (not planned for): {phrase}" for phrase in not_understood(state)]
     if plan is not None and not plan.feasible:
         lines.append(f"No plan meets the spec: {plan.why}")
         lines += [f"Nearest feasible: {hint}" for hint in plan.nearest_feasible[:4]]

@@ -66,6 +66,8 @@ def _session(
 
 def _print_event(node: str, update: dict[str, Any]) -> None:
     """One line per graph step: what the planner decided, what a tool returned or refused."""
+    from rich.markup import escape
+
     for message in update.get("messages") or []:
         kind = type(message).__name__
         if kind == "AIMessage":
@@ -80,6 +82,9 @@ def _print_event(node: str, update: dict[str, Any]) -> None:
     for event in update.get("events") or []:
         if event.get("kind") == "planner_fallback":
             console.print(f"[yellow]planner fallback[/]: {event.get('errors')}")
+        if event.get("kind") == "not_understood":  # parts of the request that did not make it into the spec
+            for phrase in event.get("phrases") or []:
+                console.print(f"[yellow]not understood[/]: {escape(phrase)}", highlight=False)
     if node == "report" and update.get("report"):
         console.print(f"[bold]report[/]: {update['report'].get('html')}")
 
@@ -96,6 +101,8 @@ def _show_interrupt(payload: dict[str, Any]) -> None:
         return
     console.print(payload.get("question", ""))
     if gate == "plan":
+        for phrase in payload.get("not_understood") or []:
+            console.print(f"[yellow]not understood in the request[/]: {escape(phrase)}", highlight=False)
         console.print(f"[bold]plan[/]: {payload.get('plan')}\n[bold]why[/]: {payload.get('why')}")
         console.print(
             f"[bold]estimate[/]: {payload.get('estimate')}  [bold]budget[/]: ${payload.get('budget_usd')}"
