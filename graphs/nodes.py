@@ -97,8 +97,8 @@ class PlannerNodes:
         update: dict[str, Any] = {"messages": [turn.message]}
         if turn.events:
             events = redact_value(turn.events)  # a failing LLM planner's error names its endpoint
-            for item in events:
-                log.warning("planner: %s", item)
+            for item in events:  # metered usage is bookkeeping; anything else is the planner going wrong
+                (log.info if item.get("kind") == "planner_usage" else log.warning)("planner: %s", item)
             update["events"] = [*(state.get("events") or []), *({**e, "at": now()} for e in events)]
         return update
 
@@ -124,9 +124,17 @@ class PlannerNodes:
                 status = "done"
             elif asked_question(state) is not None or answered_question(state):
                 status = "paused"  # the planner answered a chat question; `stratos chat` continues the run
-            elif (plan is not None and not plan.feasible) or (goal is not None and not goal.met):
-                status = "needs_input"  # an infeasible spec or a missed goal: a question for the user
+            elif ((plan is not None and not plan.feasible) or (goal is not None and not goal.met)
+                  or _stopped_on_budget(state)):
+                status = "needs_input"  # an infeasible spec, a missed goal, a spent budget: a question for the user
             else:
                 status = "failed"
         paths = self.rt.write_report({**state, "status": status}, Path(state["run_dir"]))  # type: ignore[typeddict-item]
         return {"report": paths, "status": status}
+
+
+def _stopped_on_budget(state: AgentState) -> bool:
+    """The last tool call was refused (or stopped) by the budget: more budget is the user's call."""
+    last = next((m for m in reversed(state.get("messages") or []) if isinstance(m, ToolMessage)), None)
+    return (last is not None and last.status == "error" and isinstance(last.artifact, dict)
+            and last.artifact.get("kind") == "budget")
