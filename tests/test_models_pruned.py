@@ -151,6 +151,15 @@ def test_trimmed_bpe_encodes_like_the_original_renumbered(smollm2_tokenizer_json
         assert trimmed.decode(trimmed.encode(text).ids) == text
 
 
+def test_only_byte_level_bpe_is_trimmed():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    word_level = Tokenizer(models.WordLevel({"<unk>": 0, "hello": 1}, unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
+    with pytest.raises(InputError, match="byte-level BPE"):
+        kept_token_ids(json.loads(word_level.to_str()), [1])
+
+
 def test_trimmed_model_keeps_the_logits_of_kept_tokens():
     model = tiny_gqa_llama(vocab=50)
     for config in (model.config, model.generation_config):
@@ -194,6 +203,7 @@ def test_narrow_student_loads_generates_and_beats_a_random_init_of_its_shape():
     assert candidate.tokenizer_fingerprint == get_registry().get("smollm2-135m").tokenizer_fingerprint
     marker = read_marker(local_model_path("smollm2-135m-narrow"))
     assert marker["recipe"]["kind"] == "width-prune" and marker["facts"]["parameters"] == 88_066_368
+    assert read_marker(local_model_path("smollm2-135m-narrow")) == marker  # same recipe: not rebuilt
     texts = [tokenizer.apply_chat_template(m, tokenize=False) for m in task_messages("mahjong", 2, seed=321)]
     nll = mean_nll(model, tokenizer, texts)
     torch.manual_seed(0)

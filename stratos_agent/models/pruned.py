@@ -1,12 +1,12 @@
 """Width-pruned and vocabulary-trimmed students, initialised from their teacher's weights.
 
 Width (Minitron: Muralidharan et al. 2024, "Compact Language Models via Pruning and Knowledge
-Distillation"): one forward pass over calibration text ranks every MLP channel by its mean |activation|
+Distillation"): forward passes over calibration text rank every MLP channel by its mean |activation|
 (the input of `down_proj`), every attention head by the mean L2 norm of its output (the input of
 `o_proj`), and every embedding channel by the mean |output| of all RMSNorms; the least important are
 cut, the same number in every layer (one config for all blocks). Query heads are kept per KV group, the
 same count in each, so grouped-query attention stays consistent (SmolLM2: 9 heads over 3 KV heads; 6
-heads = the 2 strongest of each group). Removing an MLP channel or a head is exactly zeroing its
+heads = the 2 strongest of each group; the registered narrow student keeps all 9, see NARROW). Removing an MLP channel or a head is exactly zeroing its
 `down_proj` / `o_proj` column, so the pruned model computes what the teacher would with those parts muted.
 
 Vocabulary: a task's prompts and answers use a few hundred of SmolLM2's 49,152 tokens, yet every token
@@ -297,8 +297,9 @@ def kept_token_ids(tokenizer_json: dict[str, Any], seen: Iterable[int]) -> list[
     from tokenizers import pre_tokenizers
 
     model = tokenizer_json["model"]
-    if model["type"] != "BPE" or model.get("ignore_merges") or model.get("byte_fallback"):
-        raise InputError(f"vocabulary trimming supports byte-level BPE tokenizers, not {model['type']}")
+    byte_level = '"ByteLevel"' in json.dumps(tokenizer_json.get("pre_tokenizer"))
+    if model["type"] != "BPE" or not byte_level:  # single bytes are what keeps any text encodable
+        raise InputError(f"vocabulary trimming supports byte-level BPE tokenizers, not this {model['type']} one")
     vocab: dict[str, int] = model["vocab"]
     by_id = {i: token for token, i in vocab.items()}
     parts: dict[str, list[str]] = {}
