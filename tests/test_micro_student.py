@@ -122,7 +122,8 @@ def test_registry_offers_micro_students_for_mahjong_only(home):
     micro = [c for c in registry.candidates() if c.id.startswith("mahjong-micro")]
     assert {c.id for c in micro} == {"mahjong-micro-2m", "mahjong-micro-6m"}
     assert all(c.task == "mahjong" and c.roles == ["student"] and c.available for c in micro)
-    assert all(c.task is None for c in registry.candidates() if not c.id.startswith("mahjong-micro"))
+    one_task = {c.id for c in registry.candidates() if c.task}  # micro students and a task-vocabulary student
+    assert one_task == {"mahjong-micro-2m", "mahjong-micro-6m", "smollm2-135m-half-mahjong-vocab"}
     catalog = registry.get("mahjong-micro-2m")
     assert catalog.metadata_origin == "catalog"
     folder = registry.path("mahjong-micro-2m")
@@ -131,7 +132,7 @@ def test_registry_offers_micro_students_for_mahjong_only(home):
     assert built.parameters == catalog.parameters and built.context_length == catalog.context_length
     assert built.tokenizer_fingerprint and built.has_chat_template
     assert registry.get(str(folder)).task == "mahjong"  # the folder itself says which task it serves
-    assert len([m for m in BUILTINS if m.task]) == 2
+    assert len([m for m in BUILTINS if m.task]) == 3
 
 
 def test_stream_excludes_held_out_keys_and_is_deterministic(pack, dataset):

@@ -126,11 +126,11 @@ def planned_steps(point: PlanPoint) -> int:
 
 
 def serves_one_task(model: str) -> bool:
-    """A registry candidate (or folder) that serves a single task pack: a micro student."""
+    """A micro student, which trains on a stream (ModelCandidate.trains_on_a_stream)."""
     from stratos_agent.models import get_registry
 
     try:
-        return get_registry().get(model).task is not None
+        return get_registry().get(model).trains_on_a_stream
     except InputError:
         return False
 

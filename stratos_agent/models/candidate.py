@@ -55,6 +55,13 @@ class ModelCandidate(BaseModel):
     notes: str = ""
 
     @property
+    def trains_on_a_stream(self) -> bool:
+        """A micro student (built from scratch for one task, or a folder trained from one): full training on a
+        stream of verified items. A pruned student trimmed to a task's vocabulary serves one task too, but
+        keeps its teacher's lineage and trains like its teacher."""
+        return self.task is not None and self.source in ("scratch", "local-folder")
+
+    @property
     def bytes_fp32(self) -> int | None:
         return self.weight_bytes(4)
 

@@ -30,7 +30,7 @@ MEASURED = calibration.SOURCES.index("measured")
 
 def streams(student) -> bool:
     """Micro students (one task, from scratch) train on a stream of fresh verified items (tools/stream_train)."""
-    return getattr(student, "task", None) is not None or getattr(student, "source", None) == "scratch"
+    return bool(getattr(student, "trains_on_a_stream", False))
 
 
 def method_for(strategy_code: int, rank: int, stream: bool = False) -> str:
