@@ -70,3 +70,24 @@ def test_doctor_fails_when_the_runs_dir_cannot_be_created(doctor, tmp_path):
     assert code == 1 and json.loads(out)["ok"] is False
     runs = _checks(out)["runs dir"]
     assert runs["status"] == "fail" and "is a file" in runs["detail"]
+
+
+def test_doctor_shows_each_candidates_measured_training_throughput(doctor, tmp_path):
+    from stratos_agent.tools import calibration
+    from stratos_agent.tools.machine_peaks import hardware_fingerprint
+
+    from stratos_agent.records.calibration import CurvePoint, LearningCurve
+
+    store = tmp_path / "calibration"
+    _code, out = doctor("--json", **{calibration.STORE_ENV: str(store), "STRATOS_THREADS": "1"})
+    micro = next(c for c in _checks(out)["model candidates"]["data"]["candidates"] if c["id"] == "mahjong-micro-2m")
+    assert micro["task"] == "mahjong" and micro["train_examples_per_s"] == {}  # nothing recorded here yet
+    here = hardware_fingerprint(1).key
+    for eps in (200.0, 240.0, 260.0):
+        calibration.record_curve(LearningCurve(
+            task="mahjong", student="mahjong-micro-2m", method="stream-full", hardware=here, examples_per_s=eps,
+            points=[CurvePoint(examples=64, exact=0.0, n=10, seconds=0.3)], batch_size=64, learning_rate=1e-3,
+            run=f"r{eps}", created="2026-01-01T00:00:00"))
+    _code, out = doctor("--json")
+    micro = next(c for c in _checks(out)["model candidates"]["data"]["candidates"] if c["id"] == "mahjong-micro-2m")
+    assert micro["train_examples_per_s"] == {"mahjong/stream-full": 240.0}  # the median of what was recorded

@@ -144,6 +144,16 @@ def curves(
     return out
 
 
+def measured_throughput(hardware: str) -> dict[str, dict[str, float]]:
+    """Per student: the median examples/s recorded on `hardware`, per 'task/method' ('mahjong/stream-full')."""
+    rates: dict[str, dict[str, list[float]]] = {}
+    for path in store_files():
+        c = _read(path)
+        if c is not None and c.hardware == hardware:
+            rates.setdefault(c.student, {}).setdefault(f"{c.task}/{c.method}", []).append(c.examples_per_s)
+    return {student: {key: float(np.median(v)) for key, v in by.items()} for student, by in rates.items()}
+
+
 def examples_per_second(task: str, student: str, method: str, hardware: str) -> float | None:
     """Median measured training throughput of (task, student, method) on `hardware`; None if never measured."""
     rates = [c.examples_per_s for c in curves(task, student, method, hardware)]

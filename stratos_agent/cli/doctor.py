@@ -136,21 +136,30 @@ def check_model_cache() -> Check:
 
 def check_candidates() -> Check:
     from stratos_agent.models import get_registry
+    from stratos_agent.settings import get_settings
+    from stratos_agent.tools.calibration import measured_throughput
+    from stratos_agent.tools.machine_peaks import hardware_fingerprint
 
     registry = get_registry()
     candidates = registry.candidates()
+    # Training throughput recorded on this machine (calibration store + shipped curves of this machine
+    # type): what the planner's training time rests on. Measured at the configured thread count.
+    here = measured_throughput(hardware_fingerprint(get_settings().threads).key)
     parts = [f"{c.id}{'' if c.available else ' (unavailable: ' + (c.unavailable_reason or '?') + ')'}"
              for c in candidates]
     optional = {m.id for m in registry.builtins.values() if m.optional}
     gaps = [c for c in candidates if not c.available and c.id not in optional]
+    rows = [{**c.summary(), "task": c.task, "train_examples_per_s": here.get(c.id, {})} for c in candidates]
     return Check(name="model candidates", status="warn" if gaps else "ok", detail="; ".join(parts),
-                 data={"candidates": [c.summary() for c in candidates]})
+                 data={"candidates": rows})
 
 
 def candidates_table(candidates: list[dict[str, Any]]) -> Any:
     """Rich table of candidate summaries (as in the `model candidates` check's data).
 
-    KV B/tok: KV-cache bytes per token in bf16; tokenizer: fingerprint prefix (equal = same tokenizer).
+    KV B/tok: KV-cache bytes per token in bf16; tokenizer: fingerprint prefix (equal = same tokenizer);
+    train ex/s here: the fastest training throughput recorded on this machine (task/method), the figure the
+    planner's training time rests on.
     """
     from rich.table import Table
 
@@ -160,13 +169,17 @@ def candidates_table(candidates: list[dict[str, Any]]) -> Any:
     from rich import box
 
     table = Table(title="model candidates", box=box.SIMPLE_HEAD)
-    for name in ("id", "source", "params M", "layers", "ctx", "KV B/tok", "tokenizer", "instruct", "metadata"):
+    for name in ("id", "source", "task", "params M", "layers", "ctx", "KV B/tok", "tokenizer", "instruct",
+                 "train ex/s here", "metadata"):
         table.add_column(name, no_wrap=True)
     for c in candidates:
         fingerprint = (c["tokenizer_fingerprint"] or "none").removeprefix("sha256:")[:8]
         instruct = {True: "yes", False: "BASE", None: "?"}[c["is_instruct"]]
-        table.add_row(c["id"], c["source"], num(c["parameters"], 1e6, "{:.1f}"), num(c["layers"]),
-                      num(c["context_length"]), num(c["kv_bytes_per_token_bf16"]), fingerprint, instruct,
+        rates = c.get("train_examples_per_s") or {}
+        speed = max(rates.items(), key=lambda kv: kv[1], default=None)
+        table.add_row(c["id"], c["source"], c.get("task") or "any", num(c["parameters"], 1e6, "{:.1f}"),
+                      num(c["layers"]), num(c["context_length"]), num(c["kv_bytes_per_token_bf16"]), fingerprint,
+                      instruct, f"{speed[1]:.1f} ({speed[0]})" if speed else "not measured",
                       c["metadata_origin"] + ("" if c["available"] else " (n/a)"))
     return table
 
