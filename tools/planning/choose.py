@@ -46,7 +46,7 @@ PREFERENCE_WEIGHTS = {
 MAX_FRONT_RECORDS = 300  # front points kept in the Plan: the cheapest ones, plus the chosen one
 
 
-def _point(
+def point_record(
     i: int, cands: Candidates, inputs: PlanningInputs, pairs: list[PairScore], table: ServingTable
 ) -> PlanPoint:
     """Candidate `i` as a PlanPoint record."""
@@ -140,7 +140,7 @@ def make_plan(
     order = np.argsort(cands.F[front_idx, 0])[:MAX_FRONT_RECORDS]
     if k not in order:
         order = np.append(order, k)
-    front = [_point(int(front_idx[i]), cands, inputs, pairs, table) for i in order]
+    front = [point_record(int(front_idx[i]), cands, inputs, pairs, table) for i in order]
     chosen = front[list(order).index(k)]
     return Plan(chosen=chosen, front=front, why=explain(chosen, front, how), feasible=True, **common)
 
