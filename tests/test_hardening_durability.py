@@ -329,6 +329,21 @@ def test_a_server_whose_deployer_died_during_start_up_is_found_and_stopped(home:
     assert deploy.endpoints() == [] and server_process.registered_servers() == []
 
 
+def test_a_new_server_for_the_same_state_folder_replaces_an_unrecorded_one(home: Path, tmp_path: Path) -> None:
+    """Killed twice during start-up: the second start stops the first orphan, so one server is left."""
+    launch = LaunchSpec(engine="vllm", device="cpu", argv=[sys.executable, "-c", "import time; time.sleep(120)"],
+                        model_path=str(tmp_path), served_model_name="twice", host="127.0.0.1", port=1,
+                        max_model_len=16)
+    first, first_started = server_process.start_server(launch, tmp_path / "state", None)
+    second, second_started = server_process.start_server(launch, tmp_path / "state", None)
+    try:
+        assert first.wait(timeout=30) is not None
+        assert [e["pid"] for e in server_process.registered_servers()] == [second.pid]
+    finally:
+        server_process.stop_group(first.pid, first_started, grace_s=1)
+        server_process.stop_group(second.pid, second_started, grace_s=1)
+
+
 def test_recorded_endpoints_are_not_listed_twice_and_dead_servers_drop_out(home: Path, tmp_path: Path) -> None:
     launch = LaunchSpec(engine="vllm", device="cpu", argv=[sys.executable, "-c", "import time; time.sleep(120)"],
                         model_path=str(tmp_path), served_model_name="rec", host="127.0.0.1", port=1,

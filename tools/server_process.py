@@ -200,8 +200,14 @@ def _log_tail(path: Path, api_key: str | None, lines: int = 12) -> str:
 def start_server(launch: LaunchSpec, state_dir: Path, api_key: str | None) -> tuple[subprocess.Popen, float]:
     """Start the server in its own session (so `stop` can signal the whole group) with its log file.
 
-    Returns the process and its create time (what later proves a pid is still ours)."""
+    Returns the process and its create time (what later proves a pid is still ours). A server still
+    registered for the same state folder is stopped first: its pid file is about to be overwritten, and
+    it can only be one whose deployer was killed before recording it (a recorded one was reused or
+    stopped by the caller)."""
     state_dir.mkdir(parents=True, exist_ok=True)
+    for entry in registered_servers():
+        if entry["state_dir"] == str(state_dir.resolve()):
+            stop_group(entry["pid"], entry["started"])
     env = {**os.environ, **launch.env}
     env.pop("VLLM_API_KEY", None)  # an inherited key would lock a server we believe open
     if api_key:
