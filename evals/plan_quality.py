@@ -42,7 +42,6 @@ from stratos_agent.tools.train import config_from_plan, planned_steps, train
 
 from stratos_agent.records.plans import PairTable, Plan, PlanPoint
 from stratos_agent.request_parser import parse_request
-from stratos_agent.settings import get_settings
 from stratos_agent.spec import DistillationSpec
 from stratos_agent.tasks.recipes import recipe_for
 
@@ -91,10 +90,12 @@ def run_point(spec: DistillationSpec, plan: Plan, point: PlanPoint, scale: float
     small = point.model_copy(update={"train_examples": max(64, int(point.train_examples * scale)),
                                      "data_size": max(300, int(point.data_size * scale))})
     t0 = time.perf_counter()
-    data = synth.synthesize(task, small.data_size, work / "data", mode="solver", style=recipe.style)
+    # As the agent's synthesis does: the student's prompt variant, even over difficulty.
+    data = synth.synthesize(recipe.pack(task, "student"), small.data_size, work / "data", mode="solver",
+                            style=recipe.style, distribution="even")
     synth_s = time.perf_counter() - t0
     config = config_from_plan(plan.model_copy(update={"chosen": small}), data, recipe, run_name="pq",
-                              max_steps=planned_steps(small), threads=get_settings().threads)
+                              max_steps=planned_steps(small))  # threads: STRATOS_THREADS, as in a run
     t0 = time.perf_counter()
     student = train(config, run_dir=work / "train")
     train_s = time.perf_counter() - t0
@@ -159,7 +160,8 @@ def main() -> None:
         "goal": ">= +22% deployment score over each single-objective choice (paper)",
     }
     print(json.dumps(summary, indent=1))
-    save_json({"benchmark": "plan_quality", "date": now(), "settings": vars(args) | {"work": str(args.work)},
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    save_json({"benchmark": "plan_quality", "date": now(), "settings": settings,
                "summary": summary, "specs": rows, "elapsed_s": round(time.perf_counter() - started, 1),
                "machine": machine_info()}, args.out)
 
