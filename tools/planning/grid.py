@@ -39,7 +39,10 @@ TRAIN_BYTES_LORA = 2.0 + 0.02 * 16.0
 # forward synthesis keeps a fraction = probe accuracy.
 REVERSE_MIN_YIELD = 0.5
 DEFAULT_LORA_RANKS = (0, 8, 16, 64)
-DEFAULT_DATA_SIZES = (500, 2000, 8000)
+# Rows to synthesise (x EPOCHS examples trained). The large sizes (48,000 and 96,000 examples) are for
+# students that see a hundred examples a second or more (a micro student on 2 cores: ~4-14 minutes);
+# deadline and budget drop them for the rest.
+DEFAULT_DATA_SIZES = (500, 2000, 8000, 16000, 32000)
 
 
 @dataclass
