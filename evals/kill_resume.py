@@ -11,7 +11,8 @@ it finishes first anyway, a fresh thread takes the remaining points. The last th
 Per kill it records: the stage the kill landed in (the first lifecycle tool without a finished stage file),
 which finished stages were redone afterwards (same stage key, new timestamp: must be none), and, during
 training, the newest checkpoint step and an upper estimate of the training steps lost (seconds since that
-checkpoint x seconds per step; the stream trainer saves every STRATOS_LOCAL_SAVE_STEPS steps). At the end
+checkpoint, or since training started when there is none yet, x seconds per step; the interval the run
+used is reported, as the trainer may raise STRATOS_LOCAL_SAVE_STEPS). At the end
 every thread must be `done`, and `stratos stop` must leave no server process from the work folder (a kill
 during vLLM start-up used to orphan one). Prints and saves evals/results/kill_resume.json.
 
@@ -106,9 +107,13 @@ def stage_files(run: Path) -> dict[str, dict[str, Any]]:
 
 
 def newest_checkpoint(run: Path) -> tuple[int, float] | None:
-    """(step, mtime) of the newest complete stream-trainer checkpoint."""
+    """(step, mtime) of the newest complete stream-trainer checkpoint; (0, training start) before the first
+    one (a kill then loses every step); None before training started."""
     states = [(int(p.parent.name.split("-")[1]), p.stat().st_mtime) for p in run.glob("train/checkpoints/step-*/state.pt")]
-    return max(states) if states else None
+    if states:
+        return max(states)
+    config = run / "train" / "train_config.json"  # written when training starts
+    return (0, config.stat().st_mtime) if config.is_file() else None
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -241,6 +246,8 @@ def main() -> None:
             "finished_stages_redone": sum(len(k["redone"]) for k in kills),
             "training_kills": len(lost),
             "max_steps_lost_estimate": max(lost) if lost else None,
+            "save_steps_used": sorted({(f.get("train_student") or {}).get("value", {}).get("config", {}).get("save_steps")
+                                       for f in finals.values()} - {None}),
             "server_processes_left_after_stop": len(orphans),
         },
         "total_wall_s": round(time.monotonic() - t0, 1),
