@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from langgraph.errors import GraphRecursionError
 from langgraph.types import Command
 from stratos_agent.graphs.checkpoint import checkpoint_url, is_postgres, open_checkpointer
 
@@ -25,7 +26,7 @@ from stratos_agent.errors import InputError, ResourceError
 from stratos_agent.files import check_name, write_text_atomic
 from stratos_agent.locks import exclusive, live_holder
 from stratos_agent.settings import get_settings
-from stratos_agent.spec import DistillationSpec
+from stratos_agent.spec import DistillationSpec, validated_spec
 from stratos_agent.state import initial_state
 
 RUN_INFO = "run.json"
@@ -126,7 +127,9 @@ class AgentSession:
     ) -> RunOutcome:
         if request is None and spec is None:
             raise InputError("a run needs a request text or a spec")
-        spec_record = DistillationSpec.model_validate(spec) if spec is not None else None
+        # Shape and values only (one InputError, never pydantic's traceback); what the spec names (clouds,
+        # models, files) is checked by the intake, which asks instead of failing.
+        spec_record = validated_spec(spec, "spec", lookups=False) if spec is not None else None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with self._exclusive():  # checked under the lock: two processes cannot both start the thread
             if self.exists():
@@ -208,6 +211,10 @@ class AgentSession:
                     for node, update in chunk.items():
                         if self.on_event and node != "__interrupt__":
                             self.on_event(node, update if isinstance(update, dict) else {})
+                return self._outcome(graph)
+        except GraphRecursionError as exc:  # a backstop: the graph's call limits end a run well before this
+            self._note_error(f"step limit reached ({exc})")
+            with self.graph() as graph:
                 return self._outcome(graph)
         except Exception as exc:
             message = storage_problem(exc)

@@ -198,9 +198,9 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def validated_spec(data: dict[str, Any] | DistillationSpec, where: str) -> DistillationSpec:
-    """`data` checked as user input (`INPUT_CONTEXT`: clouds, models and files looked up too); pydantic's
-    errors become one InputError naming `where` and each field."""
+def validated_spec(data: dict[str, Any] | DistillationSpec, where: str, *, lookups: bool = True) -> DistillationSpec:
+    """`data` checked as user input (`INPUT_CONTEXT`: clouds, models and files looked up too; `lookups=False`:
+    values and shape only); pydantic's errors become one InputError naming `where` and each field."""
     from pydantic import ValidationError
 
     from stratos_agent.errors import InputError
@@ -208,7 +208,7 @@ def validated_spec(data: dict[str, Any] | DistillationSpec, where: str) -> Disti
     if isinstance(data, DistillationSpec):
         data = data.model_dump()
     try:
-        return DistillationSpec.model_validate(data, context=INPUT_CONTEXT)
+        return DistillationSpec.model_validate(data, context=INPUT_CONTEXT if lookups else None)
     except ValidationError as exc:
         raise InputError(f"{where}: {validation_message(exc)}") from exc
 

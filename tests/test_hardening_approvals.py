@@ -370,3 +370,8 @@ def test_a_refused_edit_of_a_stopped_run_can_be_corrected(runs_dir: Path) -> Non
     out = s.resume("budget_usd=40")
     assert out.status == "done" and out.values["spec"].constraints.budget_usd == 40
     assert out.values["spec"].teacher is None and runners["make_plan"].calls == 2
+
+
+def test_a_malformed_spec_handed_to_the_python_api_is_one_input_error(runs_dir: Path) -> None:
+    with pytest.raises(InputError, match=r"spec: constraints.budget_usd: "):
+        session(runs_dir).start(spec={"task": "mahjong", "constraints": {"budget_usd": "lots"}})

@@ -217,3 +217,11 @@ def test_a_low_yield_teacher_makes_the_rule_planner_switch_to_the_solver(runs_di
     assert synth[0].status == "error" and "(low_yield)" in synth[0].content
     assert json.loads(synth[1].content)["args"]["mode"] == "solver"  # a new strategy, not the same call again
     assert out.status == "done"
+
+
+def test_the_recursion_limit_ends_the_run_with_a_status_not_a_traceback(runs_dir, monkeypatch) -> None:
+    monkeypatch.setattr(graph_module, "RECURSION_LIMIT", 6)  # a backstop the call limits normally keep far off
+    s = _session(runs_dir, doubles())
+    out = s.start(REQUEST, auto_approve=True)
+    assert out.status != "done"
+    assert "step limit reached" in json.loads((s.run_dir / "run.json").read_text())["error"]
