@@ -50,7 +50,7 @@ def test_vllm_probe_is_cached_and_the_plan_carries_it(monkeypatch):
 
     spec = _local_spec()
     pairs = PairTable(pairs=planning.prepare(spec, gpus=["CPU"]).pairs)
-    plan = plan_measured(spec, ["CPU"], pairs, user_shape=True)
+    plan = plan_measured(spec, ["CPU"], pairs)  # no shapes: the spec's traffic (8 answer tokens, as measured)
     assert plan.chosen is not None and plan.chosen.student == "mahjong-micro-2m"
     assert plan.chosen.latency_source == "measured"
     assert plan.chosen.p95_ms == pytest.approx(fresh.p95_ms)
