@@ -105,6 +105,7 @@ def main() -> None:
     from stratos_agent.tools.synth import synthesize
     from stratos_agent.tools.train import config_from_plan, train
 
+    from stratos_agent.files import write_text_atomic
     from stratos_agent.records.plans import PairTable, Plan, PlanPoint
     from stratos_agent.records.servers import ServerSurvey
     from stratos_agent.settings import get_settings
@@ -183,7 +184,7 @@ def main() -> None:
     def run_graph(i: int) -> float:
         session = AgentSession(f"graph{i}", runs_dir=work / "runs", graph_kwargs={"planner": FixedSteps()})
         session.run_dir.mkdir(parents=True)
-        (session.run_dir / "run.json").write_text(json.dumps({"thread_id": session.thread_id}))
+        write_text_atomic(session.run_dir / "run.json", json.dumps({"thread_id": session.thread_id}))
         t0 = time.perf_counter()
         with session.graph() as graph:
             graph.invoke(state(session.thread_id), session.config, interrupt_after=["tools"])

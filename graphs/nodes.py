@@ -77,11 +77,15 @@ def event(kind: str, **detail: Any) -> dict[str, Any]:
     return {"kind": kind, **redact_value(detail), "at": now()}
 
 
-def log_failure(run_dir: Path, tool: str, exc: BaseException) -> None:
+def log_failure(run_dir: Path, tool: str, exc: BaseException | str) -> None:
+    """Append a failure to agent.log; a checkpoint hands a stored error back as a string (no traceback)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(exc, str):
+        lines = [f"{now()} {tool} failed: {exc}\n"]
+    else:
+        lines = [f"{now()} {tool} failed: {type(exc).__name__}: {exc}\n", *traceback.format_exception(exc)]
     with open(run_dir / "agent.log", "a", encoding="utf-8") as fh:
-        fh.write(redact_text(f"{now()} {tool} failed: {type(exc).__name__}: {exc}\n"))
-        fh.write(redact_text("".join(traceback.format_exception(exc))))
+        fh.write(redact_text("".join(lines)))
 
 
 class PlannerNodes:

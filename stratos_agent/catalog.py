@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from stratos_agent.errors import InputError
+from stratos_agent.files import write_text_atomic
 from stratos_agent.records.servers import ServerOffer
 from stratos_agent.settings import get_settings
 
@@ -280,11 +281,7 @@ def refresh_catalog(
         "kind": "skypilot",
         "rows": rows,
     }
-    target = refreshed_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    tmp.replace(target)  # atomic: a reader never sees half a catalog
+    target = write_text_atomic(refreshed_path(), json.dumps(doc, indent=1))  # a reader never sees half of it
     catalog = load_catalog(target)
     providers = sorted({o.provider for o in catalog.offers})
     return RefreshResult(

@@ -12,7 +12,10 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 from stratos_agent.errors import InputError
 
@@ -46,33 +49,91 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write `text` to a uniquely named sibling, fsync it, and rename it over `path` (creating parents).
-    The unique name lets two writers race without clobbering each other's half-written file."""
+@contextmanager
+def open_atomic(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """A handle on a uniquely named sibling of `path`; on a clean exit it is fsynced and renamed over `path`
+    (parents created), on an error it is removed and `path` keeps its old version. For writers that stream
+    (rows, CSV, torch.save); the unique name lets two writers race without clobbering each other."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
+    if "b" not in mode:
+        kwargs.setdefault("encoding", "utf-8")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `text` to a uniquely named sibling, fsync it, and rename it over `path` (creating parents)."""
+    with open_atomic(path) as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """`write_text_atomic` for bytes."""
+    with open_atomic(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def write_text_new(path: Path, text: str) -> Path:
+    """Write `text` as a new file `path`, never overwriting one that exists (FileExistsError then): a
+    complete, fsynced temp is hard-linked to the name, so a reader never sees half of it."""
+    path = Path(path)
+    tmp = write_text_atomic(temp_sibling(path), text)  # complete and fsynced before it gets its name
+    try:
+        os.link(tmp, path)  # fails rather than overwrite an existing file
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: only a create-if-absent rename is left
+        if path.exists():
+            raise FileExistsError(path) from None
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
     return path
 
 
-def replace_folder(new: Path, target: Path) -> Path:
+def build_folder(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Put a folder at `target` that `fill(tmp)` writes into a uniquely named empty sibling first: the old
+    version stays in place until the new one is complete (`replace_folder`); a failing `fill` leaves it
+    untouched and its half-written sibling removed."""
+    target = Path(target)
+    recover_folder(target)  # leftovers of a killed writer (an old version aside goes back first)
+    tmp = temp_sibling(target)
+    tmp.mkdir(parents=True)
+    try:
+        fill(tmp)
+        return replace_folder(tmp, target, restore_on_error=True)
+    finally:
+        _remove(tmp)  # gone already after a successful swap
+
+
+def replace_folder(new: Path, target: Path, *, restore_on_error: bool = False) -> Path:
     """Put the complete folder `new` at `target`, never deleting the old version before the new one is in.
 
     Rename the old one aside, rename the new one in, then delete the old one: a kill between the two
-    renames leaves the old version aside, and `recover_folder` puts it back."""
+    renames leaves the old version aside, and `recover_folder` puts it back. With `restore_on_error`, a
+    second rename that raises (rather than a kill) puts the old one back at once: `recover_folder` leaves a
+    live process's aside alone, so otherwise `target` would stay missing while this process runs."""
     aside = temp_sibling(target, _ASIDE) if target.exists() else None
     if aside is not None:
         os.replace(target, aside)
-    os.replace(new, target)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if restore_on_error and aside is not None:
+            os.replace(aside, target)
+        raise
     fsync_dir(target.parent)
     if aside is not None:
         _remove(aside)

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from stratos_agent.tools.evaluate import Z95
 
+from stratos_agent.files import write_text_new
 from stratos_agent.records.calibration import LearningCurve, Prediction
 from stratos_agent.settings import get_settings
 
@@ -90,23 +91,10 @@ def _safe(text: str) -> str:
 
 
 def record_curve(curve: LearningCurve) -> Path:
-    """Append `curve` to the store as a new file (temp + rename; unique name; old files untouched)."""
-    folder = store_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    """Append `curve` to the store as a new file (unique name; never overwrites; old files untouched)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     name = f"{stamp}-{_safe(curve.task)}-{_safe(curve.student)}-{_safe(curve.method)}-{uuid.uuid4().hex[:10]}"
-    path = folder / f"{name}.json"
-    tmp = folder / f".{name}.tmp"
-    tmp.write_text(curve.model_dump_json(indent=1))
-    try:
-        os.link(tmp, path)  # fails rather than overwrite an existing file
-        tmp.unlink()
-    except FileExistsError:
-        tmp.unlink()
-        raise
-    except OSError:  # a filesystem without hard links: the unique name keeps a rename safe
-        os.replace(tmp, path)
-    return path
+    return write_text_new(store_dir() / f"{name}.json", curve.model_dump_json(indent=1))
 
 
 _CACHE: dict[tuple[str, int, int], LearningCurve | None] = {}

@@ -23,6 +23,7 @@ import yaml
 from stratos_agent.tools.engine_launch import chosen_point, launch_from_plan, sglang_key_script
 
 from stratos_agent.errors import InputError, ResourceError, StratosError
+from stratos_agent.files import write_text_atomic
 from stratos_agent.records.deployment import CloudSpec, Engine, LaunchSpec
 from stratos_agent.records.plans import Plan
 from stratos_agent.records.training import TrainConfig
@@ -159,7 +160,7 @@ def training_task(
     remote = config.model_copy(update={"data": Path(remote_data), "threads": None, "time_limit_s": None})
     out_dir.mkdir(parents=True, exist_ok=True)
     local_config = (out_dir / TRAIN_CONFIG_FILE).resolve()
-    local_config.write_text(remote.model_dump_json(indent=1), encoding="utf-8")
+    write_text_atomic(local_config, remote.model_dump_json(indent=1))
     args = ["train", "--config", REMOTE_CONFIG]
     precision = "fp16" if gpu in _NO_BF16 else "bf16"
     # Only SkyPilot's own variables are expanded; every value of ours is quoted (file names never enter
@@ -303,8 +304,7 @@ def build_skypilot_yaml(request: dict[str, Any], out_path: str | Path) -> CloudS
     kind = "serve" if request.get("service") else "train"
     result = run_in_cloud_venv("build", request)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(yaml.dump(result["config"], Dumper=_BlockDumper, sort_keys=False, allow_unicode=True))
+    write_text_atomic(out_path, yaml.dump(result["config"], Dumper=_BlockDumper, sort_keys=False, allow_unicode=True))
     name = request["task"]["name"]
     secrets = sorted(request["task"].get("secrets") or {})
     secret_args = [arg for s in secrets for arg in ("--secret", s)]

@@ -24,6 +24,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from stratos_agent.errors import InputError
+from stratos_agent.files import write_text_atomic
 from stratos_agent.records.servers import HardwareFingerprint, ServerOffer
 from stratos_agent.settings import get_settings
 
@@ -176,10 +177,7 @@ def measure_peaks(threads: int, seconds: float = 1.0, force: bool = False) -> tu
         "cache_version": CACHE_VERSION,
         "fingerprint": fp.model_dump(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(record, indent=1))
     return record["mem_bw_gbps"], record["tflops"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stratos_agent.files import build_folder
 from stratos_agent.models.candidate import TASK_FILE
 from stratos_agent.models.micro import portable_tokenizer_config, read_task_file, write_card
 from stratos_agent.tasks import get_task_pack
@@ -35,16 +36,14 @@ def trained_card(model_dir: Path, label: str, trained: str) -> Path:
 
 def save_folder(target: Path, model, tokenizer, base_dir: Path) -> Path:
     """Save a trained model as a plain HF folder (temp sibling renamed into place); a micro student keeps
-    its task file and portable tokenizer config."""
+    its task file and portable tokenizer config. The previous save stays in place until this one is complete."""
     import shutil
 
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if (base_dir / TASK_FILE).is_file():
-        shutil.copy(base_dir / TASK_FILE, tmp / TASK_FILE)
-        portable_tokenizer_config(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if (base_dir / TASK_FILE).is_file():
+            shutil.copy(base_dir / TASK_FILE, tmp / TASK_FILE)
+            portable_tokenizer_config(tmp)
+
+    return build_folder(target, fill)

@@ -25,6 +25,7 @@ from stratos_agent.tools.machine_peaks import (
 )
 
 from stratos_agent.errors import InputError, ServiceError
+from stratos_agent.files import write_text_atomic
 from stratos_agent.records.servers import BenchResult, HardwareFingerprint
 from stratos_agent.redact import redact_text
 from stratos_agent.settings import api_key_from, get_settings
@@ -249,10 +250,7 @@ def bench_model(
         seconds=time.perf_counter() - start,
         **figures,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(result.model_dump_json(indent=1))
-    tmp.replace(path)
+    write_text_atomic(path, result.model_dump_json(indent=1))
     return result
 
 

@@ -37,6 +37,7 @@ from stratos_agent.tools.train_card import write_model_card
 from stratos_agent.tools.train_memory import check_fits, estimate_memory
 
 from stratos_agent.errors import InputError
+from stratos_agent.files import open_atomic, write_text_atomic
 from stratos_agent.models.candidate import TASK_FILE
 from stratos_agent.models.micro import pack_for_model
 from stratos_agent.records.calibration import CurvePoint, LearningCurve
@@ -84,9 +85,8 @@ def save_state(ckpt_dir: Path, step: int, state: dict, keep: int | None) -> None
 
     folder = ckpt_dir / f"step-{step}"
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (STATE_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, folder / STATE_FILE)  # a kill mid-save leaves no state.pt: that folder is skipped
+    with open_atomic(folder / STATE_FILE, "wb") as fh:  # a kill mid-save leaves no state.pt: folder skipped
+        torch.save(state, fh)
     done = sorted((p.parent for p in ckpt_dir.glob(f"step-*/{STATE_FILE}")), key=lambda p: int(p.name[5:]))
     for old in done[: -keep] if keep else []:
         shutil.rmtree(old, ignore_errors=True)
@@ -280,12 +280,12 @@ class StreamRun:
             validation=f"{len(self.val)} held-out items, greedy, {self.max_new} new tokens",
             load_avg=round((self.load0 + os.getloadavg()[0]) / 2, 2),
         )
-        (run_dir / CURVE_FILE).write_text(curve.model_dump_json(indent=1))
+        write_text_atomic(run_dir / CURVE_FILE, curve.model_dump_json(indent=1))
         card = {"task": self.pack.name, "stream": True, "examples_seen": s["examples"], "steps": s["step"],
                 "natural_share": cfg.stream_mix, "seed": cfg.seed, "difficulty_counts": dict(self.buckets),
                 "held_out_keys": len(self.held), "draws_dropped_as_held_out": self.stream.dropped,
                 "validation_items": len(self.val)}
-        (run_dir / STREAM_CARD).write_text(json.dumps(card, indent=1))
+        write_text_atomic(run_dir / STREAM_CARD, json.dumps(card, indent=1))
         student = StudentModel(
             run_dir=run_dir, model_dir=model_dir, base_model=cfg.base_model, method=cfg.method,
             method_detail="stream-sft+full", config_fingerprint=cfg.fingerprint(), global_step=s["step"],
@@ -295,9 +295,7 @@ class StreamRun:
             learning_curve=curve, config=cfg,
         )
         _write_card(student, self.base_dir, card)
-        tmp = run_dir / "student.json.tmp"
-        tmp.write_text(student.model_dump_json(indent=2))
-        tmp.replace(run_dir / "student.json")
+        write_text_atomic(run_dir / "student.json", student.model_dump_json(indent=2))
         if record:
             _record(curve, self.console)
         self.console.print(f"[green]stream-trained {s['step']} steps / {s['examples']} examples -> {model_dir}")

@@ -17,7 +17,6 @@ With `config.stream` the run is a stream of fresh verified items instead (tools/
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from stratos_agent.tools.train_memory import check_fits, estimate_memory
 from transformers import PrinterCallback
 
 from stratos_agent.errors import InputError
+from stratos_agent.files import build_folder, write_text_atomic
 from stratos_agent.records.data import DatasetRef
 from stratos_agent.records.plans import Plan, PlanPoint
 from stratos_agent.records.training import StudentModel, TrainConfig
@@ -164,7 +164,7 @@ def _claim_run_dir(run_dir: Path, config: TrainConfig) -> None:
                 f"{run_dir} holds checkpoints of a different config (see {path}); "
                 "pick another run name or delete that folder"
             )
-    path.write_text(config.model_dump_json(indent=2))
+    write_text_atomic(path, config.model_dump_json(indent=2))
 
 
 def last_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -252,13 +252,11 @@ def _save_final(trainer, tokenizer, config: TrainConfig, run_dir: Path) -> tuple
 
 
 def _atomic_save(target: Path, model, tokenizer) -> Path:
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return build_folder(target, fill)
 
 
 def checkpoint_model(checkpoint: Path, base_model: str, out_dir: Path) -> Path:
@@ -372,8 +370,6 @@ def train(
         config=config,
     )
     write_model_card(student, data_card=_data_card(config))
-    tmp = run_dir / (STUDENT_FILE + ".tmp")
-    tmp.write_text(student.model_dump_json(indent=2))
-    tmp.replace(run_dir / STUDENT_FILE)
+    write_text_atomic(run_dir / STUDENT_FILE, student.model_dump_json(indent=2))
     console.print(f"[green]trained {detail}: {student.global_step} steps -> {model_dir}")
     return student

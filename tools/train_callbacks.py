@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers import TrainerCallback
 
+from stratos_agent.files import open_atomic
+
 # Columns that come first in metrics.csv; any other logged number follows in order of appearance.
 BASE_COLUMNS = ("step", "epoch", "time_s", "tokens_seen", "tokens_per_s", "rss_mib", "loss")
 # Curves drawn in loss.png when present (KD runs show both terms so their scales can be compared).
@@ -135,13 +137,10 @@ class MetricsCallback(TrainerCallback):
         columns = list(BASE_COLUMNS)
         for row in self.rows:
             columns += [k for k in row if k not in columns]
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.csv_path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as f:
+        with open_atomic(self.csv_path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.rows)
-        tmp.replace(self.csv_path)
 
     def plot(self) -> Path | None:
         """Draw the training curves; None when nothing was logged yet."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stratos_agent.files import write_text_atomic
 from stratos_agent.records.training import StudentModel
 
 EVAL_START = "<!-- stratos:eval:start -->"
@@ -53,9 +54,7 @@ def write_model_card(student: StudentModel, *, data_card: str | None) -> Path:
     lines += [f"| {name} | {getattr(cfg, name)} |" for name in fields]
     lines += ["", "## Evaluation", "", EVAL_START, "Not evaluated yet (`stratos eval --model <this folder>`).",
               EVAL_END, ""]
-    path = student.model_dir / "README.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_text_atomic(student.model_dir / "README.md", "\n".join(lines))
 
 
 def record_eval_in_card(model_dir: Path, markdown: str) -> bool:
@@ -68,5 +67,5 @@ def record_eval_in_card(model_dir: Path, markdown: str) -> bool:
         return False
     head, rest = text.split(EVAL_START, 1)
     _, tail = rest.split(EVAL_END, 1)
-    path.write_text(f"{head}{EVAL_START}\n{markdown.strip()}\n{EVAL_END}{tail}", encoding="utf-8")
+    write_text_atomic(path, f"{head}{EVAL_START}\n{markdown.strip()}\n{EVAL_END}{tail}")
     return True

@@ -156,6 +156,8 @@ def _finish(outcome: Any, as_json: bool) -> None:
                 console.print(line.replace("THREAD", outcome.thread_id), highlight=False)
             if summary.get("report"):
                 console.print(f"report: {summary['report']}")
+            if outcome.status == "failed" and outcome.error:  # why it stopped (run.json), not only in --json
+                console.print(f"[bold red]error:[/] {outcome.error}", highlight=False)
     if outcome.status == "failed":
         raise typer.Exit(1)
     if outcome.status == "needs_input":

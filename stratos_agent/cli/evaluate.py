@@ -57,6 +57,7 @@ def eval_command(
 
     The JSON has a top-level `exact_match` (0..1) and `n`; `baselines` lists the constant answers.
     """
+    from stratos_agent.files import write_text_atomic
     from stratos_agent.request_parser import parse_key_values
     from stratos_agent.tasks import get_task_pack
     from stratos_agent.tools.evaluate import compare, evaluate, report_markdown
@@ -88,8 +89,7 @@ def eval_command(
     if model and update_card and folder.is_dir() and record_eval_in_card(folder, report_markdown(report, base)):
         err_console.print(f"model card updated: {folder / 'README.md'}")
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(out, text + "\n")
         err_console.print(f"report written to {out}")
     else:
         typer.echo(text)

@@ -10,6 +10,7 @@ import typer
 
 from stratos_agent.cli.app import app, console, err_console
 from stratos_agent.errors import InputError, ResourceError
+from stratos_agent.files import write_text_atomic
 
 EngineOpt = Literal["vllm", "sglang"]
 
@@ -168,7 +169,7 @@ def _launch_cloud(spec, out_json: Path) -> None:
                                 capture_output=True, text=True, check=False)
         endpoint = status.stdout.strip().splitlines()[-1] if status.returncode == 0 and status.stdout.strip() else None
     spec = spec.model_copy(update={"launched": True, "endpoint": endpoint})
-    out_json.write_text(spec.model_dump_json(indent=1))
+    write_text_atomic(out_json, spec.model_dump_json(indent=1))
     console.print(f"launched {spec.name}" + (f"; endpoint (from SkyPilot): {endpoint}" if endpoint else ""))
 
 
@@ -249,7 +250,7 @@ def deploy_spec(
         with err_console.status(f"building the {label} YAML with SkyPilot (in its venv)"):
             spec = ls.build_skypilot_yaml(request, out / f"{label}.sky.yaml")
         out_json = out / f"{label}.cloudspec.json"
-        out_json.write_text(spec.model_dump_json(indent=1))
+        write_text_atomic(out_json, spec.model_dump_json(indent=1))
         console.print(f"{label}: {spec.yaml_path} ({spec.accelerators} on {spec.cloud or 'any cloud'}; "
                       f"validated with {spec.validated_with})")
         for note in spec.notes:

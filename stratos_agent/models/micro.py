@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stratos_agent.errors import InputError
+from stratos_agent.files import write_text_atomic
 from stratos_agent.models.atomic import materialise
 from stratos_agent.models.candidate import TASK_FILE
 from stratos_agent.tasks import TaskPack, get_task_pack
@@ -191,7 +192,7 @@ def _write_folder(folder: Path, pack: TaskPack, options: dict[str, Any], recipe:
     example = {"messages": pack.chat_messages(item), "answer": pack.format_answer(item.answer)}
     info = {"task": pack.name, "options": options, "symbols": recipe["symbols"], "example": example,
             "longest_example_tokens": longest, "max_position_embeddings": positions}
-    (folder / TASK_FILE).write_text(json.dumps(info, indent=1, ensure_ascii=False))
+    write_text_atomic(folder / TASK_FILE, json.dumps(info, indent=1, ensure_ascii=False))
     params = sum(p.numel() for p in model.parameters())
     shape = f"{recipe['layers']} layers, width {recipe['width']}, {recipe['heads']} heads"
     write_card(folder, label, pack, info, params, shape)
@@ -206,7 +207,7 @@ def portable_tokenizer_config(folder: Path) -> None:
     config = json.loads(path.read_text())
     config.update(tokenizer_class="PreTrainedTokenizerFast", chat_template=CHAT_TEMPLATE,
                   additional_special_tokens=[USER, ASSISTANT, END])
-    path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    write_text_atomic(path, json.dumps(config, indent=2, ensure_ascii=False))
 
 
 def write_card(folder: Path, label: str, pack: TaskPack, info: dict[str, Any], params: int, shape: str,
@@ -236,5 +237,4 @@ def write_card(folder: Path, label: str, pack: TaskPack, info: dict[str, Any], p
         "```", "", *extra,
     ]
     path = folder / "README.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_text_atomic(path, "\n".join(lines))

@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypedDict, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratos_agent.errors import InputError
+from stratos_agent.files import open_atomic
 
 EVEN = "even"  # `sample(..., distribution=EVEN)`: the same share for every difficulty bucket
 _UNIQUE_RETRIES = 200
@@ -317,15 +318,11 @@ def iter_jsonl(path: str | Path) -> Iterable[tuple[str, Any]]:
 
 def write_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
     """Write JSON rows, one per line, via a temporary file renamed into place (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with tmp.open("w", encoding="utf-8") as fh:
+    with open_atomic(Path(path)) as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
-    tmp.replace(path)
     return n
 
 
