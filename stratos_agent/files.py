@@ -77,13 +77,6 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return Path(path)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """`write_text_atomic` for bytes."""
-    with open_atomic(path, "wb") as fh:
-        fh.write(data)
-    return Path(path)
-
-
 def write_text_new(path: Path, text: str) -> Path:
     """Write `text` as a new file `path`, never overwriting one that exists (FileExistsError then): a
     complete, fsynced temp is hard-linked to the name, so a reader never sees half of it."""
