@@ -20,7 +20,7 @@ from stratos_agent.tools.outcome import outcome_lines
 from stratos_agent.tools.planning import front_png
 from stratos_agent.tools.report_plots import accuracy_png, ledger_png, loss_png
 
-from stratos_agent.files import write_text_atomic
+from stratos_agent.files import open_atomic, write_text_atomic
 from stratos_agent.records.data import DatasetRef
 from stratos_agent.records.deployment import Deployment
 from stratos_agent.records.evaluation import Comparison
@@ -115,8 +115,8 @@ class _Doc:
         if png is None:
             self.para(f"({alt}: no data)")
             return
-        (self.out_dir / "report_files").mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "report_files" / f"{name}.png").write_bytes(png)
+        with open_atomic(self.out_dir / "report_files" / f"{name}.png", "wb") as fh:
+            fh.write(png)
         self.md.append(f"![{alt}](report_files/{name}.png)\n")
         data = base64.b64encode(png).decode()
         self.html.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
