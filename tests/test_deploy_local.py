@@ -164,3 +164,30 @@ def test_real_vllm_endpoint_lifecycle(tmp_path, monkeypatch):
     assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert files_containing(tmp_path, key) == []
     get_settings.cache_clear()
+
+
+def test_a_port_taken_while_the_server_starts_is_given_up_for_another(home, tmp_path, monkeypatch):
+    """choose_port finds a free port, but another process may bind it before vLLM does: the deploy tries the
+    next free port instead of failing (it did, in a test suite sharing the machine with another server)."""
+    from types import SimpleNamespace
+
+    from stratos_agent.errors import ServiceError
+
+    sleeper = psutil.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    tried: list[int] = []
+    monkeypatch.setattr(deploy, "start_server", lambda launch, state, key: (SimpleNamespace(pid=sleeper.pid), 0.0))
+
+    def wait_ready(proc, started, url, *args):
+        tried.append(int(url.rsplit(":", 1)[1].split("/")[0]))
+        if len(tried) == 1:
+            raise ServiceError("the server exited (code 1) before it was ready: OSError: [Errno 98] Address already in use")
+
+    monkeypatch.setattr(deploy, "wait_ready", wait_ready)
+    try:
+        dep = deploy.deploy_local(model_folder(tmp_path / "m"), name="race", smoke=False)
+    finally:
+        sleeper.kill()
+    assert len(tried) == 2 and tried[0] != tried[1] and dep.port == tried[1]
+    with pytest.raises(ServiceError, match="Address already in use"):  # an explicit --port is not swapped
+        monkeypatch.setattr(deploy, "wait_ready", lambda *a: (_ for _ in ()).throw(ServiceError("Address already in use")))
+        deploy.deploy_local(model_folder(tmp_path / "m2"), name="race2", port=free_port(), smoke=False)

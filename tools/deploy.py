@@ -57,6 +57,7 @@ from stratos_agent.redact import register_secret
 DEFAULT_PORT = 8000
 MIN_KEY_LEN = 16  # a generated key has 43 characters (secrets.token_urlsafe(32))
 _PORT_SCAN = 100  # ports tried upward from DEFAULT_PORT when none is given
+_PORT_RETRIES = 3  # a port picked free can be bound by another process before the server binds it
 _SMOKE_MAX_TOKENS = 96
 
 
@@ -103,8 +104,9 @@ def port_holder(port: int) -> str:
     return "another process"
 
 
-def choose_port(host: str, port: int | None, preferred: int | None) -> int:
-    """The requested port if free (clear error if not), else the previous port, else the first free one."""
+def choose_port(host: str, port: int | None, preferred: int | None, skip: set[int] = frozenset()) -> int:
+    """The requested port if free (clear error if not), else the previous port, else the first free one not
+    in `skip` (ports lost to a race since)."""
     if port is not None:
         if not port_free(host, port):
             raise ResourceError(
@@ -113,7 +115,7 @@ def choose_port(host: str, port: int | None, preferred: int | None) -> int:
         return port
     candidates = ([preferred] if preferred else []) + list(range(DEFAULT_PORT, DEFAULT_PORT + _PORT_SCAN))
     for candidate in candidates:
-        if port_free(host, candidate):
+        if candidate not in skip and port_free(host, candidate):
             return candidate
     raise ResourceError(f"no free port in {DEFAULT_PORT}-{DEFAULT_PORT + _PORT_SCAN - 1} on {host}; pass --port")
 
@@ -282,13 +284,22 @@ def deploy_local(
     generated = None
     if not loopback and api_key is None:
         api_key = generated = secrets.token_urlsafe(32)
-    port = choose_port(host, port, old.port if old else None)
-    launch = _launch(tgt, engine, name, host, port, **settings)
-    url = base_url(host, port)
-    on_status(f"starting {engine} for {tgt.model_path} on {host}:{port}")
-    with keyed_launch(launch, api_key) as keyed:  # SGLang's key file lives until the server is ready
-        proc, started = start_server(keyed, state, api_key)
-        wait_ready(proc, started, url, name, api_key, state / LOG_FILE, timeout_s, on_status)
+    asked, taken = port, set()
+    while True:
+        port = choose_port(host, asked, old.port if old and old.port not in taken else None, skip=taken)
+        launch = _launch(tgt, engine, name, host, port, **settings)
+        url = base_url(host, port)
+        on_status(f"starting {engine} for {tgt.model_path} on {host}:{port}")
+        try:
+            with keyed_launch(launch, api_key) as keyed:  # SGLang's key file lives until the server is ready
+                proc, started = start_server(keyed, state, api_key)
+                wait_ready(proc, started, url, name, api_key, state / LOG_FILE, timeout_s, on_status)
+            break
+        except ServiceError as exc:  # another process bound the free port we picked before the server did
+            if asked is not None or "Address already in use" not in str(exc) or len(taken) >= _PORT_RETRIES:
+                raise
+            taken.add(port)
+            on_status(f"port {port} was taken while {engine} started; trying another")
     if api_key is not None and not refuses_without_key(url):
         stop_group(proc.pid, started)
         raise ServiceError(f"the {engine} server on {host}:{port} answered without the API key, so it does not "
