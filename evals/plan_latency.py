@@ -18,13 +18,12 @@ from pathlib import Path
 
 from _common import add_out, machine_info, make_parser, now, save_json
 from stratos_agent.tools import deploy
-from stratos_agent.tools.latency_probe import PROBE_REQUESTS, WARMUP_REQUESTS
+from stratos_agent.tools.latency_probe import PROBE_REQUESTS, WARMUP_REQUESTS, forced_load_test, probe_pack
 from stratos_agent.tools.load_test import load_test
 from stratos_agent.tools.request_shape import task_shape
 from stratos_agent.tools.train import trained_lineage
 
 from stratos_agent.models import local_model_path
-from stratos_agent.models.micro import pack_for_model
 from stratos_agent.tasks.recipes import recipe_for
 
 
@@ -40,7 +39,7 @@ def main() -> None:
     if student is None:
         parser.error(f"{args.model} is not a folder Stratos trained (no student.json beside it)")
     recipe = recipe_for(args.task)
-    pack = pack_for_model(args.model) or recipe.pack(args.task, "student")
+    pack = probe_pack(args.task, args.model)
     forced = task_shape(args.task, tokenizer_model=student).output_tokens
     started, deps = time.perf_counter(), {}
     rounds: dict[str, list[dict]] = {"plan_probe": [], "deployed": []}
@@ -49,9 +48,8 @@ def main() -> None:
                                                  task=args.task)
         deps["deployed"] = deploy.deploy_local(args.model, name="plan-latency-deployed", smoke=False, task=args.task)
         tests = {  # exactly how the probe and the run's post-deploy load test call it
-            "plan_probe": lambda n: load_test(deps["plan_probe"].base_url, deps["plan_probe"].model, pack,
-                                              requests=n, concurrency=args.concurrency, max_tokens=forced,
-                                              exact_tokens=True),
+            "plan_probe": lambda n: forced_load_test(deps["plan_probe"], pack, concurrency=args.concurrency,
+                                                     output_tokens=forced, requests=n),
             "deployed": lambda n: load_test(deps["deployed"].base_url, deps["deployed"].model, pack, requests=n,
                                             concurrency=args.concurrency, max_tokens=recipe.student_tokens),
         }

@@ -25,11 +25,13 @@ from stratos_agent.errors import ServiceError
 from stratos_agent.files import write_text_atomic
 from stratos_agent.models import local_model_path
 from stratos_agent.models.micro import pack_for_model
+from stratos_agent.records.deployment import Deployment, LoadTest
 from stratos_agent.records.servers import LatencyProbe
 from stratos_agent.settings import get_settings
+from stratos_agent.tasks.base import TaskPack
 from stratos_agent.tasks.recipes import recipe_for
 
-PROBE_REQUESTS = 128  # as many as the load test after deploy (its default), so both p95s are read alike
+PROBE_REQUESTS = 128  # policy: as many as the load test after deploy (its default), so both p95s read alike
 WARMUP_REQUESTS = 32  # with fewer (4 tried) the engine's first batches set p95: 322 ms vs 141 ms deployed
 ENGINE = "vllm"
 ENV_SWITCH = "STRATOS_LATENCY_PROBE"  # "0": plan with the roofline only (fast tests, no engine here)
@@ -59,6 +61,19 @@ def _threads() -> int | None:
     return get_settings().threads
 
 
+def probe_pack(task: str, folder: Path) -> TaskPack:
+    """The prompts a student folder reads: a micro student's own pack, else the recipe's student prompt."""
+    return pack_for_model(folder) or recipe_for(task).pack(task, "student")
+
+
+def forced_load_test(dep: Deployment, pack: TaskPack, *, concurrency: int, output_tokens: int,
+                     requests: int) -> LoadTest:
+    """The probe's measurement of a served model: the task's prompts, every answer exactly `output_tokens`
+    long (an untrained stand-in's own answers mean nothing)."""
+    return load_test(dep.base_url, dep.model, pack, requests=requests, concurrency=concurrency,
+                     max_tokens=output_tokens, exact_tokens=True)
+
+
 def probe_student(task: str, model: str, *, concurrency: int, output_tokens: int | None = None,
                   requests: int = PROBE_REQUESTS, refresh: bool = False) -> LatencyProbe:
     """The student's p50/p95 from the engine itself (cached); `output_tokens` defaults to the answer p95 of
@@ -69,15 +84,14 @@ def probe_student(task: str, model: str, *, concurrency: int, output_tokens: int
     if not refresh and (hit := cached_probe(model, output_tokens, concurrency)) is not None:
         return hit
     folder = local_model_path(model)
-    pack = pack_for_model(folder) or recipe_for(task).pack(task, "student")
+    pack = probe_pack(task, folder)
     fp = hardware_fingerprint(_threads())
     state = get_settings().cache_dir / "latency-probe" / "server"
     dep = deploy.deploy_local(folder, name=f"latency-probe-{re.sub(r'[^a-z0-9-]+', '-', model.lower())}",
                               engine=ENGINE, task=task.split(":")[0], smoke=False, state_dir=state)
     try:  # a first round warms the fresh engine: its first batches of each size are slow to set up
         for n in (WARMUP_REQUESTS, requests):
-            test = load_test(dep.base_url, dep.model, pack, requests=n, concurrency=concurrency,
-                             max_tokens=output_tokens, exact_tokens=True)
+            test = forced_load_test(dep, pack, concurrency=concurrency, output_tokens=output_tokens, requests=n)
     finally:
         deploy.stop_deployment(dep)
     if test.errors == requests:

@@ -30,8 +30,10 @@ from stratos_agent.records.plans import Plan, PlanPoint
 from stratos_agent.settings import get_settings
 from stratos_agent.tasks.recipes import recipe_for
 
+# Policy, not measurements: the "about a minute per candidate"; rows a minute of CPU SFT cannot exhaust
+# (a 135M student sees ~1-4 examples/s here; a micro student streams and ignores them).
 PILOT_SECONDS = 60.0
-PILOT_ROWS = 600  # verified rows for an SFT pilot: more than a minute of CPU training consumes
+PILOT_ROWS = 600
 PILOT_VALIDATION = 16  # items per curve point of a TRL pilot (a 135M model decodes ~15 tok/s here)
 PILOT_EVAL_STEPS = 16  # a stream pilot's curve point cadence, in steps
 ENV_SWITCH = "STRATOS_PILOTS"  # "0": plan from the store and priors only (tests, no CPU to spare)

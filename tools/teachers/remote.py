@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from stratos_agent.tools.teachers.base import EndpointError, OnAnswer, Prompt, as_messages
+from stratos_agent.tools.teachers.base import (
+    EndpointError,
+    OnAnswer,
+    Prompt,
+    as_messages,
+    is_transient_status,
+)
 
 from stratos_agent.errors import InputError
 from stratos_agent.ledger import BudgetExhausted, SpendMeter, active_meter
@@ -166,9 +172,9 @@ class OpenAICompatibleTeacher:
 
     def _retryable(self, exc: Exception) -> bool:
         o = self._openai
-        if isinstance(exc, o.APITimeoutError | o.APIConnectionError | o.RateLimitError):
+        if isinstance(exc, o.APITimeoutError | o.APIConnectionError):
             return True
-        return isinstance(exc, o.APIStatusError) and exc.status_code >= 500
+        return isinstance(exc, o.APIStatusError) and is_transient_status(exc.status_code)  # 429, 5xx
 
     def _delay(self, attempt: int, exc: Exception) -> float:
         with self._lock:
