@@ -49,6 +49,18 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+_FEATURE_FLAGS = ("avx512_bf16", "amx_bf16", "avx512f", "avx2")  # what decides how fast bf16/fp32 kernels run
+
+
+def cpu_features() -> str:
+    """The speed-relevant CPU flags present, e.g. 'avx2' or 'avx512_bf16+avx512f+avx2' ('unknown' off Linux)."""
+    try:
+        flags = set(re.findall(r"\S+", Path("/proc/cpuinfo").read_text()))
+    except OSError:
+        return "unknown"
+    return "+".join(f for f in _FEATURE_FLAGS if f in flags) or "none"
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -66,6 +78,7 @@ def hardware_fingerprint(threads: int | None = None) -> HardwareFingerprint:
         threads=threads or torch.get_num_threads(),
         torch_version=torch.__version__,
         gpu=gpu,
+        cpu_features=cpu_features(),
     )
 
 

@@ -56,7 +56,9 @@ class ServerOffer(BaseModel):
 
 
 class HardwareFingerprint(BaseModel):
-    """What makes two benchmark results comparable: same CPU/GPU, cores, threads and torch."""
+    """What makes two benchmark results comparable: same CPU/GPU, its vector/bf16 features, cores, threads
+    and torch. Two machines both named "AMD EPYC" measured 2.5x apart in training throughput: one had
+    AVX512-BF16, the other AVX2 only; the features tell them apart."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -65,10 +67,12 @@ class HardwareFingerprint(BaseModel):
     threads: int
     torch_version: str
     gpu: str | None = None
+    cpu_features: str = Field(default="", description="bf16-relevant CPU flags, e.g. 'avx2' ('' = not recorded).")
 
     @property
     def key(self) -> str:
         raw = f"{self.cpu_model}|{self.cores}|{self.threads}|{self.torch_version}|{self.gpu}"
+        raw += f"|{self.cpu_features}" if self.cpu_features else ""  # keys recorded before features stay valid
         return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
 
