@@ -4,6 +4,7 @@ training callback that records curves, and the planner reading the store."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,8 +122,11 @@ def test_curve_callback_records_a_curve(store, tiny_llama, tmp_path):
 
 def test_planner_reads_the_store(store):
     from stratos_agent.tools.planning import plan_for, prepare, screen
+    from stratos_agent.tools.planning.explain import accuracy_words
     from stratos_agent.tools.planning.grid import EPOCHS
+    from stratos_agent.tools.planning.measured import planned_conditions
 
+    from stratos_agent.models import get_registry
     from stratos_agent.spec import Constraints, DistillationSpec, Traffic
 
     spec = DistillationSpec(task="mahjong", constraints=Constraints(budget_usd=800, p95_latency_ms=400),
@@ -141,13 +145,17 @@ def test_planner_reads_the_store(store):
     assert {calibration.SOURCES[int(k)] for k in cands.acc.source[mine]} <= {"fitted", "measured"}
     assert {calibration.SOURCES[int(k)] for k in cands.acc.source[~mine]} == {"prior"}
     i = np.flatnonzero(mine & (cands.strategy == 2))[0]  # injection: solver rows, the recorded curves
-    expect = predict_accuracy("mahjong", "smollm2-135m", "sft-full", int(cands.data_size[i] * EPOCHS))
+    conditions = planned_conditions(get_registry().get("smollm2-135m"), 0)  # the curves above record none
+    expect = predict_accuracy("mahjong", "smollm2-135m", "sft-full", int(cands.data_size[i] * EPOCHS),
+                              conditions=conditions)
+    assert expect.match == "other validation mix and recipe"
     assert -cands.F[i, 2] == pytest.approx(expect.value)
     assert (cands.acc.low[i], cands.acc.high[i]) == pytest.approx((expect.low, expect.high))
     after = plan_for(spec.model_copy(update={"preference": "accurate"}), include_local=False)
     fitted = [p for p in after.front if p.accuracy_source != "prior"]
     assert fitted and all(p.accuracy_low <= p.accuracy <= p.accuracy_high and p.accuracy_runs == 2 for p in fitted)
     assert any("fitted on" in p.accuracy_note for p in fitted)
+    assert f"{fitted[0].accuracy_source} (other validation mix and recipe) on 2 runs" in accuracy_words(fitted[0])
 
 
 def test_local_training_time_from_measured_throughput(store):
@@ -190,3 +198,137 @@ def test_curve_callback_for_a_config_validates_on_the_val_split(tmp_path):
     full = curve_callback_for(cfg.model_copy(update={"lora": False, "data": tmp_path / "none", "max_steps": -1}))
     assert full.method == "sft-full" and len(full.items) == 48 and full.every_steps == 25
     assert curve_callback_for(cfg.model_copy(update={"task": None})) is None
+
+
+# --------------------------------------------------------------------------------- comparable curves
+def recipe(lr=1e-4, schedule="constant_with_warmup") -> tuple[float, dict]:
+    from stratos_agent.records.training import TrainConfig
+
+    config = TrainConfig(run_name="x", base_model="s", data=Path("."), lora=False, learning_rate=lr, batch_size=8,
+                         lr_scheduler=schedule)
+    return lr, calibration.recipe_of(config)
+
+
+def tagged(c: LearningCurve, mix: str, lr_recipe=None) -> LearningCurve:
+    lr, knobs = lr_recipe or recipe()
+    return c.model_copy(update={"validation_mix": mix, "learning_rate": lr, "recipe": knobs})
+
+
+def target(mix: str = "dataset", lr_recipe=None) -> calibration.Conditions:
+    return calibration.conditions_of(tagged(curve([1], [0.0]), mix, lr_recipe))
+
+
+def width(p) -> float:
+    return p.high - p.low
+
+
+def test_old_curve_json_loads_and_the_shipped_seeds_say_how_they_were_measured(store):
+    import json
+
+    old = json.loads(synthetic("old", 0).model_dump_json())
+    for name in ("validation_mix", "recipe"):
+        del old[name]  # a file written before these fields existed
+    store.mkdir(parents=True)
+    (store / "old.json").write_text(json.dumps(old))
+    (loaded,) = calibration.curves("t")
+    assert loaded.validation_mix == "unknown" and loaded.recipe == {}
+    assert target("unknown").mismatch(calibration.conditions_of(loaded)) == (True, True)  # unknown matches nothing
+    seeds = sorted(calibration.seed_dir().glob("*.json"))
+    assert len(seeds) >= 14  # found through the package, in a checkout and once installed
+    shipped = [LearningCurve.model_validate_json(p.read_text()) for p in seeds]
+    assert all(c.validation_mix in ("even", "dataset") and c.recipe["schedule"] for c in shipped)
+    assert {c.validation_mix for c in shipped if c.student == "mahjong-micro-6m"} == {"even"}
+
+
+def test_matching_curves_are_preferred(store):
+    for i in range(2):  # the planned conditions ...
+        record_curve(tagged(synthetic(f"same{i}", i), "dataset"))
+    for i in range(2):  # ... and runs that validated on an even hold-out, scoring far higher
+        ys = [min(1.0, y + 0.3) for y in calibration._exp([100, 200, 400, 800, 1600], *TRUE)]
+        record_curve(tagged(curve([100, 200, 400, 800, 1600], ys, run=f"even{i}"), "even"))
+    p = predict_accuracy("t", "s", "sft-full", 1000, conditions=target())
+    assert p.match == "same" and p.label == "measured" and p.curves == 2
+    assert p.value == pytest.approx(calibration._exp(1000, *TRUE), abs=0.05)
+    unconditioned = predict_accuracy("t", "s", "sft-full", 1000)
+    assert unconditioned.match == "any" and unconditioned.curves == 4 and unconditioned.value > p.value + 0.1
+
+
+def test_mismatched_curves_only_give_a_labelled_wider_figure(store):
+    for i in range(2):
+        record_curve(tagged(synthetic(f"even{i}", i), "even"))
+    own = predict_accuracy("t", "s", "sft-full", 1000, conditions=target("even"))
+    other = predict_accuracy("t", "s", "sft-full", 1000, conditions=target("dataset"))
+    assert own.label == "measured" and other.label == "measured (other validation mix)"
+    assert other.value == pytest.approx(own.value)
+    assert width(other) == pytest.approx(2 * np.hypot(width(own) / 2, calibration.MISMATCH_SHIFT), rel=1e-6)
+    far = predict_accuracy("t", "s", "sft-full", 3000, conditions=target("dataset"))
+    assert far.label == "fitted (other validation mix)" and "interval widened by +-18 points" in far.note
+    # another recipe is a closer fallback than another validation mix
+    record_curve(tagged(synthetic("lr", 5), "dataset", recipe(lr=1e-3)))
+    closer = predict_accuracy("t", "s", "sft-full", 1000, conditions=target("dataset"))
+    assert closer.match == "other recipe" and closer.curves == 1
+
+
+def flat(run: str, level: float, student: str = "s") -> LearningCurve:
+    """A run that sits at `level` from 100 to 1,600 examples (n huge: no sampling noise)."""
+    return tagged(curve([100, 200, 400, 800, 1600], [level] * 5, n=100_000, run=run, student=student), "dataset")
+
+
+def test_run_to_run_spread_is_measured_on_repeated_runs():
+    offsets = (-0.06, 0.0, 0.06)  # sample variance 0.0036 around 50%
+    spread = calibration.run_spread([flat(f"r{i}", 0.5 + o) for i, o in enumerate(offsets)])
+    assert spread.groups == 1 and spread.share * 0.25 == pytest.approx(0.0036, rel=0.05)
+    assert calibration.run_spread([flat(f"r{i}", 0.5) for i in range(3)]).share == 0.0
+    assert calibration.run_spread([flat("lone", 0.5)]) == calibration.RunSpread()  # nothing repeated
+
+
+def test_disagreeing_runs_widen_every_interval(store, tmp_path, monkeypatch):
+    def predicted(offsets, folder: str):
+        monkeypatch.setenv(calibration.STORE_ENV, str(tmp_path / folder))
+        for i, o in enumerate(offsets):
+            record_curve(flat(f"{folder}{i}", 0.5 + o))
+        record_curve(flat(f"{folder}-lone", 0.3, student="lone"))  # one run of another student
+        return (predict_accuracy("t", "s", "sft-full", 1000, conditions=target()),
+                predict_accuracy("t", "lone", "sft-full", 1000, conditions=target()))
+
+    agree, lone_agree = predicted((0.0, 0.0, 0.0), "agree")
+    spread, lone_spread = predicted((-0.08, 0.0, 0.08), "spread")
+    assert agree.value == pytest.approx(spread.value) and width(spread) > 2 * width(agree)
+    assert spread.low < 0.42 and spread.high > 0.58  # the next run may land where the pooled runs did
+    assert width(lone_spread) > 2 * width(lone_agree)  # measured on others, it applies to a single curve too
+    assert "run-to-run spread measured on 1 repeated group" in spread.note
+
+
+def test_leave_one_out_predicts_each_final_without_it(store):
+    runs = [tagged(synthetic(f"r{i}", i), "dataset") for i in range(5)]
+    outlier = tagged(curve([100, 200, 400, 800, 1600], [0.2, 0.5, 0.8, 0.9, 0.95], run="outlier"), "dataset")
+    copy = runs[0].model_copy(update={"run": "r0-again"})  # the same trajectory under another name
+    lone = tagged(synthetic("lone", 9, student="lone"), "dataset")
+    by_run = {r["run"]: r for r in calibration.leave_one_out([*runs, outlier, copy, lone])}
+    assert by_run["lone"]["source"] == "prior" and by_run["r0"]["other_runs"] == 5  # not its own copy
+    assert by_run["outlier"]["value"] < 0.7 and by_run["outlier"]["high"] < 0.95  # it never sees itself
+    summary = calibration.loo_summary(calibration.leave_one_out([*runs, copy, lone]))
+    assert summary["predicted"] == 6 and summary["curves"] == 7
+    assert summary["median_abs_error_points"] < 5 and summary["coverage"] >= 5 / 6
+
+
+def test_the_plan_reads_curves_of_the_recipe_it_will_run(tmp_path):
+    from stratos_agent.tools.planning.measured import PLAN_VALIDATION, planned_conditions
+    from stratos_agent.tools.train import config_from_plan
+
+    from stratos_agent.models import get_registry
+    from stratos_agent.records.data import DatasetRef
+    from stratos_agent.records.plans import Plan, PlanPoint
+    from stratos_agent.tasks.recipes import recipe_for
+
+    data = DatasetRef.model_construct(path=tmp_path / "d", hf_path=tmp_path / "d" / "dataset")
+    seen = set()
+    for student, strategy, rank in (("mahjong-micro-6m", "injection", 16), ("smollm2-135m", "injection", 0),
+                                    ("smollm2-135m", "injection", 16), ("smollm2-135m", "alignment-logit", 8)):
+        plan = Plan.model_construct(task="mahjong", why="", chosen=PlanPoint.model_construct(
+            student=student, teacher="smollm2-135m", strategy=strategy, lora_rank=rank))
+        config = config_from_plan(plan, data, recipe_for("mahjong"), run_name="r", max_steps=100)
+        expect = calibration.planned(PLAN_VALIDATION, config)
+        assert planned_conditions(get_registry().get(student), rank) == expect, (student, strategy, rank)
+        seen.add(expect)
+    assert len(seen) == 3  # stream, full and LoRA rates differ (logit KD keeps its rank's rate)

@@ -1,16 +1,25 @@
 """Calibration store: the learning curves and throughput training runs measured, and what plans predict.
 
-Every training run (tools/train_callbacks.CurveCallback) and every pilot records a `LearningCurve`:
-validation exact match against examples seen, and examples/s on a hardware fingerprint. The store is
-one JSON file per curve under `<cache_dir>/calibration` (`STRATOS_CALIBRATION_DIR` overrides it; tests
-point it at an empty folder), written atomically under a unique name and never rewritten.
+Every training run (tools/train_callbacks.CurveCallback, tools/stream_train.py) and every pilot records a
+`LearningCurve`: validation exact match against examples seen, and examples/s on a hardware fingerprint.
+The store is one JSON file per curve under `<cache_dir>/calibration` (`STRATOS_CALIBRATION_DIR` overrides
+it; tests point it at an empty folder), written atomically under a unique name and never rewritten.
 
     from stratos_agent.tools import calibration
     calibration.record_curve(curve)
-    p = calibration.predict_accuracy("mahjong", "smollm2-135m", calibration.method_key(16), 6000, prior=0.06)
-    p.value, p.low, p.high, p.source     # source: measured | fitted | prior
+    p = calibration.predict_accuracy("mahjong", "smollm2-135m", calibration.method_key(16), 6000, prior=0.06,
+                                     conditions=calibration.planned("dataset", train_config))
+    p.value, p.low, p.high, p.label     # label: measured | fitted | prior, qualified "(other validation mix)"
 
-Accuracy model, per (task, student, method), fitted on every recorded point with examples > 0:
+Comparable curves. Curves are keyed by (task, student, method); within a key, a curve also records its
+`Conditions`: where its validation items came from (`validation_mix`: a run scores 46% on an even hold-out
+and 28% on a natural one, evals/results/mahjong_quality_micro-6m.json) and its recipe (learning rate, batch,
+schedule, stream mix and weighting: `recipe_of`). A prediction for given conditions reads only the curves
+that match them; when none does, the closest tier (same validation mix first, then same recipe, then
+neither), labelled so (`Prediction.match`) and widened by `MISMATCH_SHIFT`. Old files load as 'unknown',
+which matches nothing: they are a fallback.
+
+Accuracy model, per (task, student, method) and conditions, fitted on every recorded point with examples > 0:
 
     acc(x) = a - b * exp(-x / k)      a in [0, 1] (the ceiling), b >= 0, k > 0 examples
 
@@ -21,15 +30,22 @@ the models differ, on extrapolated finals (4 leave-one-run-out up to 1.5x + 4 fr
 half, 2x): exp 4.2 points, power 5.0 (evals/results/plan_calibration.json). Neither was tested beyond
 2x: the recorded runs are short.
 Points are weighted by their binomial standard error ((k+1)/(n+2) so 0% is not infinitely sure); the
-fit's covariance is inflated by the reduced chi-square when runs disagree more than sampling explains
-(run-to-run variation). The 95% interval is the delta method on that covariance; beyond
-`FAR` x the last measured point its half-width grows by 1 + log2(x / (FAR x last)) and the note says so.
+fit's covariance is inflated by the reduced chi-square when runs disagree more than sampling explains.
 
-- `measured`: some recorded curve reaches the budget: the curves that do are interpolated and averaged;
+Intervals are 95% prediction intervals for the next run's measured figure, not for the mean curve, so
+three variances add: the mean's (delta method on the fit's covariance, or the binomial error of the
+readings averaged), the run-to-run spread (`RunSpread`: measured on the store's repeated runs, the excess
+of their disagreement at comparable examples over binomial noise, as a share of p(1-p)), and the next
+run's own validation sampling (binomial at the curves' validation size). Beyond `FAR` x the last measured
+point the half-width grows by 1 + log2(x / (FAR x last)) and the note says so.
+
+- `measured`: some comparable curve reaches the budget: the curves that do are interpolated and averaged;
 - `fitted`: extrapolated from >= 1 curve with >= `MIN_POINTS` points (examples > 0). Not blended with
   the prior: on the recorded Mahjong runs the pairing prior is ~12 points low, and blending raised the
   error of the extrapolated runs from 4.2 to 5.6 points (evals/results/plan_calibration.json);
 - `prior`: nothing applies; the caller's prior is carried, with the whole [0, 1] as its interval.
+
+`leave_one_out` checks all of it on the store: each run's final point predicted from the others.
 """
 
 from __future__ import annotations
@@ -40,14 +56,19 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from stratos_agent.tools.evaluate import Z95
 
 from stratos_agent.files import write_text_new
-from stratos_agent.records.calibration import LearningCurve, Prediction
+from stratos_agent.records.calibration import CurveMatch, LearningCurve, Prediction, ValidationMix
 from stratos_agent.settings import get_settings
+
+if TYPE_CHECKING:
+    from stratos_agent.records.training import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +76,11 @@ STORE_ENV = "STRATOS_CALIBRATION_DIR"
 MIN_POINTS = 3  # points (examples > 0) a curve needs before it counts for a fit
 FAR = 4.0  # extrapolating beyond FAR x the last measured point widens the interval
 SOURCES = ("measured", "fitted", "prior")
+# Policy, from measurements: a figure read off curves of another validation mix or recipe can be off by as
+# much as those knobs move a run. Measured: one micro-6m model scored 46% on an even hold-out and 28% on a
+# natural one (evals/results/mahjong_quality_micro-6m.json); micro-6m probes at lr 1e-3 and 3e-3 reached
+# 29.5% and 13% (tools/train.py, MICRO_LR). The fallback's half-width gains that shift in quadrature.
+MISMATCH_SHIFT = 0.18
 
 
 # --------------------------------------------------------------------------------- method keys
@@ -63,6 +89,68 @@ def method_key(lora_rank: int, stream: bool = False) -> str:
     if lora_rank < 0:
         raise ValueError(f"LoRA rank must be >= 0 (0 = full fine-tuning), got {lora_rank}")
     return f"{'stream' if stream else 'sft'}-{'full' if lora_rank == 0 else f'lora{lora_rank}'}"
+
+
+# --------------------------------------------------------------------------------- conditions
+Recipe = tuple[tuple[str, str | float], ...]
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What makes two curves of one (task, student, method) comparable: where the validation items came
+    from, and the recipe (learning rate, examples per step, and `recipe_of`'s knobs), as sorted pairs."""
+
+    validation_mix: ValidationMix
+    recipe: Recipe
+
+    def mismatch(self, other: Conditions) -> tuple[bool, bool]:
+        """(validation mix differs, recipe differs); 'unknown' matches nothing, not even itself."""
+        return (self.validation_mix != other.validation_mix or "unknown" in (self.validation_mix, other.validation_mix),
+                self.recipe != other.recipe)
+
+
+def _recipe(learning_rate: float, batch_size: int, knobs: dict[str, str | float]) -> Recipe:
+    return tuple(sorted({"learning_rate": float(learning_rate), "batch_size": int(batch_size), **knobs}.items()))
+
+
+def recipe_of(config: TrainConfig) -> dict[str, str | float]:
+    """The knobs (beyond learning rate and batch) a run of `config` records as `LearningCurve.recipe`: the
+    schedule, and for a stream the natural share and the difficulty weighting. Warm-up length is left out
+    on purpose: it moves the first points, not the level a budget reaches."""
+    knobs: dict[str, str | float] = {"schedule": config.lr_scheduler}
+    if config.stream:
+        knobs |= {"stream_mix": float(config.stream_mix), "weighting": config.stream_weighting}
+    return knobs
+
+
+def planned(validation_mix: ValidationMix, config: TrainConfig) -> Conditions:
+    """The conditions a run of `config` will record, validated on `validation_mix`."""
+    return Conditions(validation_mix, _recipe(config.learning_rate, config.batch_size * config.grad_accum,
+                                              recipe_of(config)))
+
+
+def conditions_of(curve: LearningCurve) -> Conditions:
+    return Conditions(curve.validation_mix, _recipe(curve.learning_rate, curve.batch_size, curve.recipe))
+
+
+MATCHES: dict[tuple[bool, bool], CurveMatch] = {
+    (False, False): "same", (False, True): "other recipe", (True, False): "other validation mix",
+    (True, True): "other validation mix and recipe",
+}
+
+
+def comparable(found: list[LearningCurve], target: Conditions | None) -> tuple[list[LearningCurve], CurveMatch]:
+    """The curves a prediction for `target` reads, and how they match it: those with the same conditions;
+    else the closest tier (the validation mix weighs more than the recipe: MATCHES' order) that has a
+    curve long enough to fit, else the closest tier. No target: every curve ('any')."""
+    if target is None or not found:
+        return found, "any"
+    tiers: dict[tuple[bool, bool], list[LearningCurve]] = {}
+    for c in found:
+        tiers.setdefault(target.mismatch(conditions_of(c)), []).append(c)
+    order = sorted(tiers)
+    best = next((t for t in order if any(_fittable(c) for c in tiers[t])), order[0])
+    return tiers[best], MATCHES[best]
 
 
 # --------------------------------------------------------------------------------- the store
@@ -75,10 +163,11 @@ SEEDS_ENV = "STRATOS_CALIBRATION_SEEDS"  # "0": ignore the shipped curves (the t
 
 
 def seed_dir() -> Path:
-    """Curves shipped with Stratos: real runs on the reference machine (2 cores, 1 thread, no GPU; their
-    hardware key says so), so a fresh install plans from measurements. They join a user's own curves;
-    throughput from them applies only where the hardware key matches."""
-    return Path(__file__).resolve().parents[1] / "data" / "calibration"
+    """Curves shipped with Stratos (stratos_agent/data/calibration): real runs on the reference machine (2
+    cores, 1 thread, no GPU; their hardware key says so), so a fresh install plans from measurements. They
+    join a user's own curves; throughput from them applies only where the hardware key matches. Found
+    through the package, not this file's folder (tools/ is stratos_agent/tools only once installed)."""
+    return Path(str(resources.files("stratos_agent.data").joinpath("calibration")))
 
 
 def store_files() -> list[Path]:
@@ -116,28 +205,24 @@ def _read(path: Path) -> LearningCurve | None:
     return _CACHE[key]
 
 
+def all_curves() -> list[LearningCurve]:
+    """Every readable curve of the store and the seeds, in file-name order (oldest first)."""
+    return [c for c in (_read(path) for path in sorted(store_files())) if c is not None]
+
+
 def curves(
     task: str, student: str | None = None, method: str | None = None, hardware: str | None = None
 ) -> list[LearningCurve]:
     """Recorded curves of `task` (oldest first), filtered by whichever of student/method/hardware is given."""
-    out = []
-    for path in sorted(store_files()):
-        c = _read(path)
-        if c is None or c.task != task:
-            continue
-        if (student is None or c.student == student) and (method is None or c.method == method) and (
-            hardware is None or c.hardware == hardware
-        ):
-            out.append(c)
-    return out
+    return [c for c in all_curves() if c.task == task and (student is None or c.student == student)
+            and (method is None or c.method == method) and (hardware is None or c.hardware == hardware)]
 
 
 def measured_throughput(hardware: str) -> dict[str, dict[str, float]]:
     """Per student: the median examples/s recorded on `hardware`, per 'task/method' ('mahjong/stream-full')."""
     rates: dict[str, dict[str, list[float]]] = {}
-    for path in store_files():
-        c = _read(path)
-        if c is not None and c.hardware == hardware:
+    for c in all_curves():
+        if c.hardware == hardware:
             rates.setdefault(c.student, {}).setdefault(f"{c.task}/{c.method}", []).append(c.examples_per_s)
     return {student: {key: float(np.median(v)) for key, v in by.items()} for student, by in rates.items()}
 
@@ -188,8 +273,8 @@ class Fit:
     def __call__(self, x) -> np.ndarray:
         return MODELS[self.model][0](x, *self.params)
 
-    def half_width(self, x) -> np.ndarray:
-        """95% half-width of the fitted mean at x (delta method, numerical gradient)."""
+    def variance(self, x) -> np.ndarray:
+        """Variance of the fitted mean at x (delta method, numerical gradient)."""
         x = np.asarray(x, dtype=float)
         grads = []
         for i, p in enumerate(self.params):
@@ -199,8 +284,7 @@ class Fit:
             dn[i] -= h
             grads.append((MODELS[self.model][0](x, *up) - MODELS[self.model][0](x, *dn)) / (2 * h))
         g = np.stack(grads, axis=-1)
-        var = np.einsum("...i,ij,...j->...", g, self.cov, g)
-        return Z95 * np.sqrt(np.clip(var, 0.0, None))
+        return np.clip(np.einsum("...i,ij,...j->...", g, self.cov, g), 0.0, None)
 
 
 def _sigma(y: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -230,96 +314,185 @@ def fit_points(x, y, n, model: str = CURVE_MODEL) -> Fit | None:
     return Fit(model, params, cov, len(x), chi2_dof)
 
 
+# --------------------------------------------------------------------------------- run-to-run spread
+Series = tuple[np.ndarray, np.ndarray, np.ndarray]  # examples, exact, items scored; sorted by examples
+
+
+def _series(c: LearningCurve) -> Series:
+    pts = sorted(c.points, key=lambda p: p.examples)
+    return tuple(np.array([getattr(p, f) for p in pts], dtype=float) for f in ("examples", "exact", "n"))  # type: ignore[return-value]
+
+
+def _fittable(c: LearningCurve) -> bool:
+    return sum(p.examples > 0 for p in c.points) >= MIN_POINTS
+
+
+def same_trajectory(a: LearningCurve, b: LearningCurve) -> bool:
+    """Two runs of one seed, data and rate are one trajectory cut at two lengths (CPU training is
+    deterministic): every shared point (>= 2 after the start) has the same score. Such a run is not
+    an independent witness for the other."""
+    pa, pb = ({p.examples: p.exact for p in c.points if p.examples} for c in (a, b))
+    shared = set(pa) & set(pb)
+    return len(shared) >= 2 and all(pa[x] == pb[x] for x in shared)
+
+
+@dataclass(frozen=True)
+class RunSpread:
+    """How far one run lands from other runs of the same (task, student, method, conditions) beyond
+    binomial noise: a variance `share` x p(1-p) (it vanishes at 0% and 100%, as the binomial does),
+    measured on `comparisons` points of `groups` repeated groups; share 0 when nothing was repeated."""
+
+    share: float = 0.0
+    groups: int = 0
+    comparisons: int = 0
+
+    def variance(self, p) -> np.ndarray:
+        p = np.asarray(p, dtype=float)
+        return self.share * p * (1 - p)
+
+
+def run_spread(found: list[LearningCurve]) -> RunSpread:
+    """Moment estimate of the run-to-run spread: every point (examples > 0) of every curve against the
+    mean of the m independent runs of its group that reach it (interpolated, as a `measured` figure reads
+    them): E[d^2] = share p(1-p) (1 + 1/m), p the pooled level. Nothing is subtracted for validation
+    sampling: the repeated runs of a group score the same validation items (a benchmark's fixed val
+    split), so their differences carry none; where items differ, the estimate holds it too and errs wide."""
+    groups: dict[tuple, list[LearningCurve]] = {}
+    for c in found:
+        if c.points:
+            groups.setdefault((c.task, c.student, c.method, conditions_of(c)), []).append(c)
+    squares = scale = 0.0
+    used, comparisons = set(), 0
+    for key, members in groups.items():
+        for c in members:
+            others = [_series(o) for o in members if o is not c and o.run != c.run and not same_trajectory(o, c)]
+            for p in c.points:
+                reach = [s for s in others if s[0][0] <= p.examples <= s[0][-1]] if p.examples > 0 else []
+                if not reach:
+                    continue
+                mean = float(np.mean([np.interp(p.examples, xs, ys) for xs, ys, _ in reach]))
+                m = len(reach)
+                level = (p.exact + m * mean) / (m + 1)
+                squares += (p.exact - mean) ** 2
+                scale += level * (1 - level) * (1 + 1 / m)
+                used.add(key)
+                comparisons += 1
+    return RunSpread(squares / scale if scale > 0 else 0.0, len(used), comparisons)
+
+
+_SPREADS: dict[tuple, RunSpread] = {}
+
+
+def store_spread() -> RunSpread:
+    """The run-to-run spread measured on the whole store (every task: one number is all short stores
+    support), memoised on its files."""
+    found = all_curves()
+    key = tuple((c.run, c.created, len(c.points)) for c in found)
+    if key not in _SPREADS:
+        _SPREADS.clear()
+        _SPREADS[key] = run_spread(found)
+    return _SPREADS[key]
+
+
 # --------------------------------------------------------------------------------- prediction
 @dataclass
 class CurveSet:
-    """The recorded curves of one (task, student, method), with their fit: what predictions read."""
+    """The comparable curves of one (task, student, method), with their fit and the run-to-run spread:
+    what predictions read. `match` says how the curves compare with the run predicted."""
 
     task: str
     student: str
     method: str
-    series: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # x, y, n
+    series: list[Series] = field(default_factory=list)
     fit: Fit | None = None
     fit_curves: int = 0
+    match: CurveMatch = "any"
+    spread: RunSpread = field(default_factory=RunSpread)
 
     @property
     def last(self) -> float:
         return max((float(s[0].max()) for s in self.series), default=0.0)
 
+    @property
+    def validation_n(self) -> float:
+        """Items the next run's figure will be scored on, as far as the store knows: the curves' median."""
+        return float(np.median([s[2][-1] for s in self.series])) if self.series else 1.0
+
+    @property
+    def shift(self) -> float:
+        """Half-width added (in quadrature) for curves of other conditions."""
+        return 0.0 if self.match in ("same", "any") else MISMATCH_SHIFT
+
     def predict(self, examples) -> dict[str, np.ndarray]:
-        """Vectorised over budgets: value, low, high, source (index into SOURCES), widen (interval factor)."""
+        """Vectorised over budgets: value, low, high, source (index into SOURCES), widen (extrapolation factor)."""
         x = np.atleast_1d(np.asarray(examples, dtype=float))
-        value, low, high = np.zeros_like(x), np.zeros_like(x), np.ones_like(x)
+        value, var_mean = np.zeros_like(x), np.zeros_like(x)
         source = np.full(x.shape, SOURCES.index("prior"))
         widen = np.ones_like(x)
         if self.fit is not None:
             widen = np.where(x > FAR * self.last, 1.0 + np.log2(np.maximum(x / (FAR * self.last), 1.0)), 1.0)
-            value = self.fit(np.maximum(x, 1.0))
-            half = self.fit.half_width(np.maximum(x, 1.0)) * widen
-            low, high = value - half, value + half
+            value, var_mean = self.fit(np.maximum(x, 1.0)), self.fit.variance(np.maximum(x, 1.0))
             source[:] = SOURCES.index("fitted")
         measured = self._measured(x)
         if measured is not None:
-            m_value, m_half, reached = measured
-            value, low, high = (np.where(reached, m, f) for m, f in
-                                ((m_value, value), (m_value - m_half, low), (m_value + m_half, high)))
+            m_value, m_var, reached = measured
+            value, var_mean = np.where(reached, m_value, value), np.where(reached, m_var, var_mean)
             source = np.where(reached, SOURCES.index("measured"), source)
             widen = np.where(reached, 1.0, widen)
-        value, low, high = (np.clip(v, 0.0, 1.0) for v in (value, low, high))
-        return {"value": value, "low": low, "high": high, "source": source, "widen": widen}
+        value = np.clip(value, 0.0, 1.0)
+        next_run = self.spread.variance(value) + _sigma(value, self.validation_n) ** 2
+        half = np.hypot(Z95 * np.sqrt(var_mean + next_run) * widen, self.shift)
+        prior = source == SOURCES.index("prior")
+        low = np.where(prior, 0.0, np.clip(value - half, 0.0, 1.0))
+        high = np.where(prior, 1.0, np.clip(value + half, 0.0, 1.0))
+        return {"value": np.where(prior, 0.0, value), "low": low, "high": high, "source": source, "widen": widen}
 
     def _measured(self, x: np.ndarray):
-        """Mean of the curves that reach each budget, interpolated, with a 95% half-width (binomial
-        within runs + spread between runs); None when no curve has a point."""
-        vals, vars_, reach = [], [], []
-        for xs, ys, ns in self.series:
-            vals.append(np.interp(x, xs, ys))
-            p = np.interp(x, xs, ys)
-            n_at = np.interp(x, xs, ns)
-            vars_.append(_sigma(p, n_at) ** 2)
-            reach.append(x <= xs.max())
-        if not vals:
+        """Mean of the curves that reach each budget, interpolated, and the variance of that mean (binomial
+        within runs + the run-to-run spread over the runs averaged); None when no curve has a point."""
+        if not self.series:
             return None
-        vals, vars_, reach = np.array(vals), np.array(vars_), np.array(reach)
-        m = reach.sum(axis=0)
-        safe = np.maximum(m, 1)
-        mean = np.where(reach, vals, 0.0).sum(axis=0) / safe
-        within = np.where(reach, vars_, 0.0).sum(axis=0) / safe**2
-        spread = np.where(reach, (vals - mean) ** 2, 0.0).sum(axis=0) / np.maximum(m - 1, 1)
-        between = np.where(m > 1, spread / safe, 0.0)
-        return mean, Z95 * np.sqrt(within + between), m > 0
+        vals = np.array([np.interp(x, xs, ys) for xs, ys, _ in self.series])
+        within = np.array([_sigma(np.interp(x, xs, ys), np.interp(x, xs, ns)) ** 2 for xs, ys, ns in self.series])
+        reach = np.array([x <= xs.max() for xs, _, _ in self.series])
+        m = np.maximum(reach.sum(axis=0), 1)
+        mean = np.where(reach, vals, 0.0).sum(axis=0) / m
+        var = np.where(reach, within, 0.0).sum(axis=0) / m**2 + self.spread.variance(mean) / m
+        return mean, var, reach.any(axis=0)
 
 
 _FITS: dict[tuple, CurveSet] = {}
 
 
 def curve_set(task: str, student: str, method: str, model: str = CURVE_MODEL,
-              exclude_run: str | None = None) -> CurveSet:
-    """The stored curves of (task, student, method) and their fit (memoised on the store's files)."""
-    found = [c for c in curves(task, student, method) if c.points and c.run != exclude_run]
-    key = (task, student, method, model, tuple((c.run, c.created, len(c.points)) for c in found))
+              conditions: Conditions | None = None) -> CurveSet:
+    """The stored curves of (task, student, method) comparable with `conditions` (`comparable`; None: all),
+    their fit and the store's run-to-run spread (memoised on the store's files)."""
+    found, match = comparable([c for c in curves(task, student, method) if c.points], conditions)
+    spread = store_spread()
+    key = (task, student, method, model, match, spread, tuple((c.run, c.created, len(c.points)) for c in found))
     if key not in _FITS:
         if len(_FITS) > 256:
             _FITS.clear()
-        _FITS[key] = build_curve_set(task, student, method, found, model)
+        _FITS[key] = build_curve_set(task, student, method, found, model, match=match, spread=spread)
     return _FITS[key]
 
 
 def build_curve_set(task: str, student: str, method: str, found: list[LearningCurve],
-                    model: str = CURVE_MODEL) -> CurveSet:
+                    model: str = CURVE_MODEL, *, match: CurveMatch = "any",
+                    spread: RunSpread | None = None) -> CurveSet:
     """A CurveSet from given curves: every curve for interpolation, those with >= MIN_POINTS points
-    (examples > 0) pooled for the fit."""
-    cs = CurveSet(task, student, method)
+    (examples > 0) pooled for the fit. `spread`: the run-to-run spread (default: none measured)."""
+    cs = CurveSet(task, student, method, match=match, spread=spread or RunSpread())
     fit_x: list[float] = []
     fit_y: list[float] = []
     fit_n: list[float] = []
     for c in found:
         if not c.points:
             continue
-        pts = sorted(c.points, key=lambda p: p.examples)
-        xs, ys, ns = (np.array([getattr(p, f) for p in pts], dtype=float) for f in ("examples", "exact", "n"))
+        xs, ys, ns = _series(c)
         cs.series.append((xs, ys, ns))
-        if int((xs > 0).sum()) >= MIN_POINTS:
+        if _fittable(c):
             cs.fit_curves += 1
             fit_x += list(xs[xs > 0])
             fit_y += list(ys[xs > 0])
@@ -330,10 +503,16 @@ def build_curve_set(task: str, student: str, method: str, found: list[LearningCu
 
 
 def describe(cs: CurveSet, source: str, examples: float, widen: float) -> str:
-    """The note of one prediction: what it rests on, and extrapolation when far."""
+    """The note of one prediction: what it rests on, how it matches, the spread, extrapolation when far."""
     runs = len(cs.series) if source == "measured" else cs.fit_curves
     what = (f"read off {runs} recorded run(s) that reached {examples:,.0f} examples" if source == "measured"
             else f"{cs.fit.model} curve fitted on {cs.fit_curves} run(s), {cs.fit.points} points")
+    if cs.shift:
+        what = (f"{source} ({cs.match}): {what}; no recorded run shares this run's {cs.match.removeprefix('other ')}"
+                f", interval widened by +-{100 * cs.shift:.0f} points")
+    spread = cs.spread
+    what += (f"; run-to-run spread measured on {spread.groups} repeated group(s)" if spread.groups
+             else "; run-to-run spread not measured (no repeated runs)")
     if widen > 1:
         what += (f"; extrapolated {examples / cs.last:,.0f}x beyond the last measured point "
                  f"({cs.last:,.0f} examples): interval widened x{widen:.1f}")
@@ -341,11 +520,13 @@ def describe(cs: CurveSet, source: str, examples: float, widen: float) -> str:
 
 
 def predict_accuracy(
-    task: str, student: str, method: str, examples: int, prior: float | None = None
+    task: str, student: str, method: str, examples: int, prior: float | None = None,
+    conditions: Conditions | None = None,
 ) -> Prediction:
-    """Expected accuracy of `student` trained with `method` on `examples` examples (see the module doc);
-    `prior` is what a caller gets back, labelled, when nothing was measured."""
-    cs = curve_set(task, student, method)
+    """Expected accuracy of `student` trained with `method` on `examples` examples, from the curves
+    comparable with `conditions` (see the module doc); `prior` is what a caller gets back, labelled,
+    when nothing was measured."""
+    cs = curve_set(task, student, method, conditions=conditions)
     out = cs.predict([examples])
     source = SOURCES[int(out["source"][0])]
     if source == "prior":
@@ -355,6 +536,43 @@ def predict_accuracy(
                           f"with >= {MIN_POINTS} points")
     return Prediction(
         value=float(out["value"][0]), low=float(out["low"][0]), high=float(out["high"][0]), source=source,
-        curves=len(cs.series) if source == "measured" else cs.fit_curves,
+        curves=len(cs.series) if source == "measured" else cs.fit_curves, match=cs.match,
         note=describe(cs, source, examples, float(out["widen"][0])),
     )
+
+
+# --------------------------------------------------------------------------------- the check
+def leave_one_out(found: list[LearningCurve], model: str = CURVE_MODEL) -> list[dict]:
+    """Each curve's final point predicted as a plan would, without it: from the independent runs of its
+    (task, student, method) comparable with its conditions, with the run-to-run spread measured on the
+    rest of `found`. One row per curve with a final point after training started."""
+    rows = []
+    for c in found:
+        final = c.final
+        if final is None or final.examples == 0:
+            continue
+        rest = [o for o in found if o is not c]
+        others = [o for o in rest if (o.task, o.student, o.method) == (c.task, c.student, c.method) and o.points
+                  and o.run != c.run and not same_trajectory(o, c)]
+        chosen, match = comparable(others, conditions_of(c))
+        out = build_curve_set(c.task, c.student, c.method, chosen, model, match=match,
+                              spread=run_spread(rest)).predict([final.examples])
+        rows.append({"run": c.run, "task": c.task, "student": c.student, "method": c.method,
+                     "examples": final.examples, "measured": final.exact, "n": final.n, "other_runs": len(others),
+                     "source": SOURCES[int(out["source"][0])], "match": match,
+                     **{k: float(out[k][0]) for k in ("value", "low", "high")}})
+    return rows
+
+
+def loo_summary(rows: list[dict]) -> dict:
+    """Median absolute error (points), 95%-interval coverage and median width (points) of the rows that
+    got a prediction (not a prior)."""
+    hit = [r for r in rows if r["source"] != "prior"]
+    if not hit:
+        return {"curves": len(rows), "predicted": 0}
+    return {
+        "curves": len(rows), "predicted": len(hit),
+        "median_abs_error_points": round(float(np.median([100 * abs(r["value"] - r["measured"]) for r in hit])), 2),
+        "coverage": round(sum(r["low"] <= r["measured"] <= r["high"] for r in hit) / len(hit), 3),
+        "median_interval_width_points": round(float(np.median([100 * (r["high"] - r["low"]) for r in hit])), 1),
+    }

@@ -218,6 +218,8 @@ class CurveCallback(TrainerCallback):
         kind: str = "run",
         record: bool = True,
         examples_before: int = 0,
+        validation_mix: str = "unknown",
+        recipe: dict | None = None,
     ) -> None:
         if every_steps <= 0 or not items:
             raise ValueError("CurveCallback needs every_steps > 0 and at least one validation item")
@@ -227,6 +229,7 @@ class CurveCallback(TrainerCallback):
         self.batch_size, self.lr, self.kind = batch_size, lr, kind
         self.eval_batch_size, self.at_start, self.record = eval_batch_size, at_start, record
         self.examples_before = examples_before  # a train-on round: what the weights saw before this run
+        self.validation_mix, self.recipe = validation_mix, recipe or {}  # what makes curves comparable
         self.points: list = []
         self.path: Path | None = None
         self._t0 = 0.0
@@ -272,6 +275,7 @@ class CurveCallback(TrainerCallback):
             batch_size=self.batch_size, learning_rate=self.lr, kind=self.kind, run=self.run,
             created=datetime.now(UTC).isoformat(timespec="seconds"), start_examples=self._start_examples,
             validation=f"{len(self.items)} items, greedy, {self.max_new_tokens} new tokens",
+            validation_mix=self.validation_mix, recipe=self.recipe,
             load_avg=round((self._load0 + os.getloadavg()[0]) / 2, 2),
         )
 
@@ -318,9 +322,9 @@ class CurveCallback(TrainerCallback):
 VALIDATION_SEED = 7_777  # validation items when the data has no val split: a stream of their own
 
 
-def validation_items(pack, data, n_items: int) -> list:
+def dataset_val_items(pack, data, n_items: int) -> list:
     """The first `n_items` of the dataset's `val` split (a `stratos synth` folder: disjoint from train by
-    canonical key), else `n_items` fresh items even over the pack's difficulty buckets."""
+    canonical key); [] when `data` has none."""
     from stratos_agent.tasks import TaskItem
 
     try:
@@ -330,12 +334,17 @@ def validation_items(pack, data, n_items: int) -> list:
         splits = load_from_disk(str(folder)) if folder.is_dir() else None
         if isinstance(splits, DatasetDict) and "val" in splits and "item" in splits["val"].column_names:
             items = [TaskItem.model_validate_json(r) for r in splits["val"]["item"][:n_items]]
-            items = [it for it in items if it.task == pack.name]
-            if items:
-                return items
+            return [it for it in items if it.task == pack.name]
     except (FileNotFoundError, ValueError):
         pass
-    return pack.sample(n_items, seed=VALIDATION_SEED, distribution="even" if pack.difficulty_buckets else None)
+    return []
+
+
+def validation_items(pack, data, n_items: int) -> list:
+    """The dataset's val items (`dataset_val_items`), else `n_items` fresh items even over the pack's
+    difficulty buckets."""
+    return dataset_val_items(pack, data, n_items) or pack.sample(
+        n_items, seed=VALIDATION_SEED, distribution="even" if pack.difficulty_buckets else None)
 
 
 def curve_callback_for(config, *, n_items: int = 48, every_steps: int | None = None,
@@ -343,7 +352,7 @@ def curve_callback_for(config, *, n_items: int = 48, every_steps: int | None = N
     """The CurveCallback for a TrainConfig: its task pack as the student sees it (the task's recipe),
     `n_items` validation items (`validation_items`), a point every ~1/8 of the run (>= 10 steps) when
     the step count is known, else every 25 steps. None when the config names no task pack."""
-    from stratos_agent.tools.calibration import method_key
+    from stratos_agent.tools.calibration import method_key, recipe_of
 
     from stratos_agent.tasks.recipes import recipe_for
 
@@ -354,9 +363,12 @@ def curve_callback_for(config, *, n_items: int = 48, every_steps: int | None = N
     rank = config.lora_r if config.lora else 0
     method = method_key(rank).replace("sft", config.method, 1)  # 'sft-lora16'; 'distill-full', 'grpo-lora16', ...
     steps = every_steps or max(10, config.max_steps // 8 if config.max_steps > 0 else 25)
+    items = dataset_val_items(pack, config.data, n_items)
+    mix = "dataset" if items else ("even" if pack.difficulty_buckets else "natural")
     return CurveCallback(
-        pack, validation_items(pack, config.data, n_items), every_steps=steps,
+        pack, items or validation_items(pack, config.data, n_items), every_steps=steps,
         max_new_tokens=recipe.student_tokens, task=config.task.split(":")[0], student=config.curve_student,
         method=method, batch_size=config.batch_size * config.grad_accum, lr=config.learning_rate,
-        run=run or config.run_name, examples_before=config.examples_before,
+        run=run or config.run_name, examples_before=config.examples_before, validation_mix=mix,
+        recipe=recipe_of(config),
     )

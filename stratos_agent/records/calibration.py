@@ -11,6 +11,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+# Where a curve's validation items came from: a run's exact match moves with the mix it is scored on (the
+# micro-6m run of evals/mahjong_quality.py: 46% on an even hold-out, 28% on a natural one), so curves
+# scored on different mixes are not interchangeable.
+ValidationMix = Literal["even", "natural", "dataset", "unknown"]
+# How the curves behind a prediction compare with the run predicted (tools/calibration.comparable).
+CurveMatch = Literal["same", "other recipe", "other validation mix", "other validation mix and recipe", "any"]
+
 
 class CurvePoint(BaseModel):
     """One validation measurement during a run."""
@@ -40,6 +47,16 @@ class LearningCurve(BaseModel):
         "`seconds` counts from there, so throughput = (examples - start_examples) / seconds."
     )
     validation: str = Field(default="", description="What the points were scored on (items, seed, tokens).")
+    validation_mix: ValidationMix = Field(
+        default="unknown", description="Where the validation items came from: 'even' = drawn even over the "
+        "pack's difficulty buckets, 'natural' = the pack's own generator, 'dataset' = the val split of the run's "
+        "data (the agent's runs), 'unknown' = not recorded (curves written before this field).",
+    )
+    recipe: dict[str, str | float] = Field(
+        default_factory=dict, description="Training knobs beyond learning_rate and batch_size that move the "
+        "curve (tools/calibration.recipe_of): 'schedule', and for a stream 'stream_mix' (natural share) and "
+        "'weighting'. {} = not recorded.",
+    )
     load_avg: float | None = Field(
         default=None, description="1-minute load average over the run (shared CPUs: throughput varies with it)."
     )
@@ -60,4 +77,14 @@ class Prediction(BaseModel):
         "prior = no measurement applies (the plan says so)."
     )
     curves: int = Field(default=0, description="How many recorded curves the figure rests on.")
+    match: CurveMatch = Field(
+        default="any", description="How the curves behind the figure compare with the run predicted: 'same' "
+        "validation mix and recipe, 'other ...' (a fallback, with a wider interval), or 'any' (the caller named "
+        "no conditions).",
+    )
     note: str = ""
+
+    @property
+    def label(self) -> str:
+        """'fitted', 'measured (other validation mix)', ...: the source, qualified when the curves differ."""
+        return self.source if self.match in ("same", "any") else f"{self.source} ({self.match})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from stratos_agent.tools.calibration import MATCHES
 from stratos_agent.tools.planning.grid import Candidates
 from stratos_agent.tools.planning.inputs import PlanningInputs
 
@@ -14,13 +15,15 @@ def _fmt_cost(x: float) -> str:
 
 
 def accuracy_words(p: PlanPoint) -> str:
-    """'34% (fitted on 2 runs, 95% 28-40%)', '12% (measured on 3 runs, 95% 8-16%)' or '6% (prior: no
-    measurement)': the figure and what it rests on."""
+    """'34% (fitted on 2 runs, 95% 28-40%)', '12% (measured (other validation mix) on 1 run, 95% 0-40%)' or
+    '6% (prior: no measurement)': the figure and what it rests on."""
     if p.accuracy_source == "prior" or p.accuracy_low is None or p.accuracy_high is None:
         return f"{p.accuracy:.0%} (prior: no measurement)"
     far = "; extrapolated far beyond the runs" if "extrapolated" in p.accuracy_note else ""
+    other = next((m for m in MATCHES.values() if f"{p.accuracy_source} ({m})" in p.accuracy_note), "")
+    source = f"{p.accuracy_source} ({other})" if other else p.accuracy_source  # calibration.describe's label
     return (
-        f"{p.accuracy:.0%} ({p.accuracy_source} on {p.accuracy_runs} run{'s' if p.accuracy_runs != 1 else ''}, "
+        f"{p.accuracy:.0%} ({source} on {p.accuracy_runs} run{'s' if p.accuracy_runs != 1 else ''}, "
         f"95% {100 * p.accuracy_low:.0f}-{100 * p.accuracy_high:.0f}%{far})"
     )
 

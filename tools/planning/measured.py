@@ -9,6 +9,8 @@ from measured throughput (tools/calibration.py is the store both read).
   accuracy as the prior assumes: the student learns the share of the task its teacher gets right);
   logit KD reads 'distill-<full|loraR>' (the key the CurveCallback gives a distillation run); a micro
   student (a candidate made for one task, built from scratch) trains on a stream: 'stream-full'.
+  Within a key, the curves read are those comparable with the planned run (`planned_conditions`: its
+  recipe, validated on its data's val split); others only as a labelled, wider fallback.
 - training time: where this machine has a measured examples/s for the student and method, the roofline
   is rescaled by rho = measured hours / roofline hours of the same SFT examples on this machine; the
   local figure of an SFT-only plan is then the measurement itself (`measured`); every other figure
@@ -18,14 +20,21 @@ from measured throughput (tools/calibration.py is the store both read).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from stratos_agent.tools import calibration, roofline
 from stratos_agent.tools.pairing import STRATEGY_CODES
 from stratos_agent.tools.planning.inputs import PlanningInputs
 
+from stratos_agent.records.training import TrainConfig
+
 PRIOR = calibration.SOURCES.index("prior")
 MEASURED = calibration.SOURCES.index("measured")
+PLAN_VALIDATION = "dataset"  # the agent's runs validate on their synthesised data's val split
+# tools/train.config_from_plan's learning rates and stream batch, repeated here because importing tools/train
+# costs seconds (transformers); tests/test_calibration.py checks that both agree.
+MICRO_LR, STREAM_BATCH, LORA_LR, FULL_LR = 1e-3, 64, 1e-3, 1e-4
 
 
 def streams(student) -> bool:
@@ -38,6 +47,17 @@ def method_for(strategy_code: int, rank: int, stream: bool = False) -> str:
     tools/train.config_from_plan trains a micro student that way whatever rank the point names)."""
     key = calibration.method_key(0 if stream else int(rank), stream=stream)
     return key.replace("sft", "distill", 1) if strategy_code == STRATEGY_CODES["alignment-logit"] else key
+
+
+def planned_conditions(student, rank: int) -> calibration.Conditions:
+    """The conditions the plan's run of `student` at LoRA `rank` will record its curve under."""
+    stream = streams(student)
+    config = TrainConfig(
+        run_name="plan", base_model=student.id, data=Path("."), stream=stream, lora=not stream and rank > 0,
+        learning_rate=MICRO_LR if stream else (LORA_LR if rank else FULL_LR),
+        **({"batch_size": STREAM_BATCH} if stream else {"lr_scheduler": "constant_with_warmup"}),
+    )
+    return calibration.planned(PLAN_VALIDATION, config)
 
 
 @dataclass
@@ -67,7 +87,7 @@ def accuracy_columns(inputs: PlanningInputs, stud, rank, strategy, examples, pro
         j, r, lg = int(code // 2 // 1_000_003), int(code // 2 % 1_000_003), int(code % 2)
         student = inputs.students[j]
         method = method_for(STRATEGY_CODES["alignment-logit"] if lg else 0, r, streams(student))
-        cs = calibration.curve_set(inputs.task.name, student.id, method)
+        cs = calibration.curve_set(inputs.task.name, student.id, method, conditions=planned_conditions(student, r))
         if not cs.series:
             continue
         mask = key == code
@@ -113,7 +133,8 @@ def hours_scale(inputs: PlanningInputs, stud, rank, tokens_per_example):
 
 def accuracy_note(task: str, student, strategy_code: int, rank: int, examples: float) -> str:
     """The words behind one candidate's accuracy figure (what it rests on, extrapolation), '' for a prior."""
-    cs = calibration.curve_set(task, student.id, method_for(strategy_code, rank, streams(student)))
+    cs = calibration.curve_set(task, student.id, method_for(strategy_code, rank, streams(student)),
+                               conditions=planned_conditions(student, rank))
     pred = cs.predict([examples])
     source = int(pred["source"][0])
     if source == PRIOR:
