@@ -9,10 +9,16 @@ from collections import Counter
 import pytest
 from mahjong.shanten import Shanten
 from stratos_agent.tools.synth import synthesize
-from stratos_agent.tools.synth_store import PARTIAL_FILE, PartialLog, load_dataset_ref, split_of
+from stratos_agent.tools.synth_store import (
+    NATURAL_SPLIT,
+    PARTIAL_FILE,
+    PartialLog,
+    load_dataset_ref,
+    split_of,
+)
 
 from stratos_agent.errors import InputError
-from stratos_agent.records.data import DatasetRef
+from stratos_agent.records.data import SPLITS, DatasetRef
 from stratos_agent.tasks import TaskItem, get_task_pack
 from stratos_agent.tasks.tiles import CODES, UNICODE
 
@@ -52,11 +58,13 @@ def reverify_public(ref: DatasetRef, sample: int, seed: int = 0) -> int:
 
 def check_hygiene(ref: DatasetRef) -> None:
     dd = ref.load()
-    keys = {name: dd[name]["key"] for name in dd}
+    keys = {name: dd[name]["key"] for name in SPLITS}
     flat = [k for ks in keys.values() for k in ks]
     assert len(flat) == len(set(flat)) == ref.card.n_accepted  # no duplicates anywhere
     for name, ks in keys.items():
         assert all(split_of(k, ref.card.split_fractions) == name for k in ks)  # no leakage
+    natural = dd[NATURAL_SPLIT]["key"] if NATURAL_SPLIT in dd else []  # the natural-mix hold-out: apart from all
+    assert not set(natural) & set(flat) and all(split_of(k, ref.card.split_fractions) != "train" for k in natural)
 
 
 @pytest.mark.slow  # ~15 s on 2 shared cores; the fast suite re-verifies 2,000 rows below

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from stratos_agent.tools.synth_store import NATURAL_SPLIT
 
 from stratos_agent.errors import InputError
 from stratos_agent.files import write_text_atomic
@@ -41,6 +42,7 @@ from stratos_agent.tasks import TaskItem, TaskPack, get_task_pack
 from stratos_agent.tasks.recipes import Recipe
 
 N_SAMPLES = 5
+NATURAL_TEACHER_SKIPPED = "run time; the teacher is compared on the even mix"
 Z95 = 1.959964
 
 
@@ -325,6 +327,11 @@ def compare(
     )
 
 
+def natural_beside(data: str | Path) -> Path | None:
+    """The natural-mix hold-out a `stratos synth` output keeps next to its test split, if there is one."""
+    path = Path(data).with_name(f"{NATURAL_SPLIT}.jsonl")
+    return path if path.is_file() and path != Path(data) else None
+
 
 def evaluate_pair(
     task: str,
@@ -337,27 +344,48 @@ def evaluate_pair(
     endpoint: str | None = None,
     threads: int | None = None,
     teacher_cache: Path | None = None,
+    natural: str | Path | None = None,
 ) -> Comparison:
     """Student and teacher on the same held-out items, each prompted as its recipe says, plus the trivial
     baselines. `teacher` is a registry id / folder, or `endpoint:NAME` for a model served at `endpoint`
     (default: OPENAI_BASE_URL). With `teacher_cache` (a folder), the teacher's report on these items is
-    kept there and reused: a train-on round re-evaluates only the student."""
+    kept there and reused: a train-on round re-evaluates only the student.
+
+    The natural-mix hold-out (`natural`; default: the `test_natural.jsonl` beside `data`) is scored too, with
+    the same `limit`: the student and the baselines only (the teacher is skipped there to keep runs short,
+    and the record says so). It lands in `Comparison.natural`."""
     student_pack = recipe.pack(task, "student")
     student = evaluate(student_pack, data, model=str(student_model), limit=limit,
                        max_new_tokens=recipe.student_tokens, threads=threads)
+    natural_path = Path(natural) if natural is not None else natural_beside(data)
+    natural_result = None
+    if natural_path is not None:
+        on_natural = evaluate(student_pack, natural_path, model=str(student_model), limit=limit,
+                              max_new_tokens=recipe.student_tokens, threads=threads)
+        natural_result = compare(student_pack, natural_path, on_natural, limit=limit).model_copy(
+            update={"teacher_skipped": NATURAL_TEACHER_SKIPPED})
     key = hashlib.sha256(json.dumps([teacher, str(data), limit, recipe.teacher_tokens,
                                      recipe.teacher_pack]).encode()).hexdigest()[:16]
     cached = teacher_cache / f"teacher-{key}.json" if teacher_cache else None
     if cached is not None and cached.is_file():
-        return compare(student_pack, data, student, EvalReport.model_validate_json(cached.read_text()), limit=limit)
+        teacher_report = EvalReport.model_validate_json(cached.read_text())
+    else:
+        teacher_report = _evaluate_teacher(task, data, teacher, recipe, limit=limit, endpoint=endpoint,
+                                           threads=threads)
+        if cached is not None:
+            write_text_atomic(cached, teacher_report.model_dump_json())
+    result = compare(student_pack, data, student, teacher_report, limit=limit)
+    return result.model_copy(update={"natural": natural_result})
+
+
+def _evaluate_teacher(
+    task: str, data: str | Path, teacher: str, recipe: Recipe, *, limit: int | None, endpoint: str | None,
+    threads: int | None,
+) -> EvalReport:
     teacher_pack = recipe.pack(task, "teacher")
     if teacher.startswith("endpoint:"):
-        teacher_report = evaluate(teacher_pack, data, endpoint=endpoint or get_settings().openai_base_url,
-                                  model_name=teacher.removeprefix("endpoint:"), limit=limit,
-                                  max_new_tokens=recipe.teacher_tokens)
-    else:
-        teacher_report = evaluate(teacher_pack, data, model=teacher, limit=limit,
-                                  max_new_tokens=recipe.teacher_tokens, threads=threads)
-    if cached is not None:
-        write_text_atomic(cached, teacher_report.model_dump_json())
-    return compare(student_pack, data, student, teacher_report, limit=limit)
+        return evaluate(teacher_pack, data, endpoint=endpoint or get_settings().openai_base_url,
+                        model_name=teacher.removeprefix("endpoint:"), limit=limit,
+                        max_new_tokens=recipe.teacher_tokens)
+    return evaluate(teacher_pack, data, model=teacher, limit=limit, max_new_tokens=recipe.teacher_tokens,
+                    threads=threads)

@@ -1,16 +1,20 @@
 """The result gate: check a measured result against the user's goal, and decide how to adapt.
 
 `check_goal` compares the evaluation (student vs teacher vs trivial baselines on held-out items) and the
-plan's p95 with the spec. `next_adaptation` says what a missed goal leads to: train on (from the last
-round's weights, for another round of the same size) while rounds, budget and deadline allow and the
-last round helped; otherwise stop before deploying, with the reasons.
+plan's p95 with the spec; the even-mix hold-out decides. The natural-mix hold-out, when there is one, adds a
+reported check (does the student beat its own trivial baselines on the task's natural mix?), shown but never
+deciding: the user's goal does not name it. `next_adaptation` says what a missed goal leads to: train on
+(from the last round's weights, for another round of the same size) while rounds, budget and deadline allow
+and the last round helped; otherwise stop before deploying, with the reasons.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from stratos_agent.tools.outcome import fmt_ms, fmt_pct
 
-from stratos_agent.records.evaluation import Adaptation, Comparison, GoalCheck
+from stratos_agent.records.evaluation import Adaptation, BaselineScore, Comparison, GoalCheck
 from stratos_agent.records.plans import PlanPoint
 from stratos_agent.spec import DistillationSpec
 
@@ -18,10 +22,31 @@ MAX_ROUNDS = 2  # adaptation rounds after the planned training: each costs as mu
 MIN_GAIN = 0.01  # a round that moved exact match by less than a point is not worth repeating
 
 
+def best_baseline(result: Comparison) -> BaselineScore | None:
+    return max(result.baselines, key=lambda b: b.exact_match.value, default=None)
+
+
+def natural_check(result: Comparison) -> dict[str, Any]:
+    """The reported natural-mix check as GoalCheck fields (none without a natural-mix hold-out)."""
+    natural = result.natural
+    if natural is None:
+        return {}
+    ci = natural.student.exact_match_ci
+    best = best_baseline(natural)
+    best_value = best.exact_match.value if best else 0.0
+    beats = ci.low > best_value
+    reason = (f"natural mix: exact match {fmt_pct(ci.value)} (95% {fmt_pct(ci.low)}-{fmt_pct(ci.high)}, n={ci.n}), "
+              f"95% lower bound {'above' if beats else 'not above'} its best baseline "
+              f"({best.name if best else 'none'}: {fmt_pct(best_value)}); reported, does not decide the goal")
+    return {"natural": ci, "natural_best_baseline": best.name if best else None,
+            "natural_best_baseline_accuracy": best_value if best else None, "natural_beats_baselines": beats,
+            "reported": [reason]}
+
+
 def check_goal(spec: DistillationSpec, result: Comparison, point: PlanPoint | None) -> GoalCheck:
     student = result.student
     ci = student.exact_match_ci
-    best = max(result.baselines, key=lambda b: b.exact_match.value, default=None)
+    best = best_baseline(result)
     best_value = best.exact_match.value if best else 0.0
     teacher = result.teacher.exact_match if result.teacher else None
     reasons: list[str] = []
@@ -52,7 +77,7 @@ def check_goal(spec: DistillationSpec, result: Comparison, point: PlanPoint | No
         n=student.n, goal=goal, target=target, best_baseline=best.name if best else None,
         best_baseline_accuracy=best_value if best else None, teacher_accuracy=teacher,
         p95_ms=point.p95_ms if point else None, p95_source=point.latency_source if point else None,
-        p95_target_ms=p95_target, reasons=reasons,
+        p95_target_ms=p95_target, reasons=reasons, **natural_check(result),
     )
 
 

@@ -1,5 +1,6 @@
-"""What a run came to, in a few sentences a person reads first: goal vs measured, the gate's decision and
-each adaptation, money spent, then the endpoint. The report, `stratos status` and `stratos run` lead with it.
+"""What a run came to, in a few sentences a person reads first: goal vs measured (on the even-mix hold-out, and
+on the natural-mix one when the data has it), the gate's decision and each adaptation, money spent, then the
+endpoint. The report, `stratos status` and `stratos run` lead with it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ def not_understood(state: Mapping[str, Any]) -> list[str]:
     return [p for e in state.get("events") or [] if e.get("kind") == "not_understood" for p in e.get("phrases") or []]
 
 
+def baselines_text(result: Comparison) -> str:
+    return ", ".join(f"{b.name} {fmt_pct(b.exact_match.value)}" for b in result.baselines) or "none"
+
+
+def teacher_text(result: Comparison) -> str:
+    if result.teacher is not None:
+        return fmt_pct(result.teacher.exact_match)
+    return f"not evaluated ({result.teacher_skipped})" if result.teacher_skipped else "-"
+
+
+def holdout_line(label: str, result: Comparison) -> str:
+    """One hold-out's numbers: the student with its 95% interval, the teacher, the trivial baselines."""
+    ci = result.student.exact_match_ci
+    return (f"{label}: student {fmt_pct(result.student.exact_match)} (95% {fmt_pct(ci.low)}-{fmt_pct(ci.high)}, "
+            f"n={result.n}); teacher {teacher_text(result)}; baselines: {baselines_text(result)}.")
+
+
 def outcome_lines(state: Mapping[str, Any]) -> list[str]:
     spec: DistillationSpec | None = state.get("spec")
     plan: Plan | None = state.get("plan")
@@ -49,15 +67,13 @@ def outcome_lines(state: Mapping[str, Any]) -> list[str]:
     if goal is not None:
         verdict = "MET" if goal.met else "MISSED"
         lines.append(f"Goal ({goal.goal}): {verdict}.")
-        lines += [f"- {reason}" for reason in goal.reasons]
+        lines += [f"- {reason}" for reason in [*goal.reasons, *goal.reported]]
     elif result is not None:
         lines.append(f"Student exact match {fmt_pct(result.student.exact_match)} on {result.n} held-out items.")
     if result is not None:
-        base = ", ".join(f"{b.name} {fmt_pct(b.exact_match.value)}" for b in result.baselines)
-        teacher = fmt_pct(result.teacher.exact_match) if result.teacher else "-"
-        ci = result.student.exact_match_ci
-        lines.append(f"Measured: student {fmt_pct(result.student.exact_match)} (95% {fmt_pct(ci.low)}-"
-                     f"{fmt_pct(ci.high)}, n={result.n}); teacher {teacher}; baselines: {base or 'none'}.")
+        lines.append(holdout_line("Measured, even mix" if result.natural else "Measured", result))
+        if result.natural is not None:
+            lines.append(holdout_line("Measured, natural mix", result.natural))
     for a in state.get("adaptations") or []:
         lines.append(f"Result gate, round {a.get('round')}: {a.get('decision')}: {a.get('reason')}")
     spent = sum(e.get("actual_usd") or 0 for e in state.get("ledger") or [])

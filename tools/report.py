@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stratos_agent.tools.outcome import outcome_lines
+from stratos_agent.tools.outcome import baselines_text, fmt_pct, outcome_lines, teacher_text
 from stratos_agent.tools.planning import front_png
 from stratos_agent.tools.report_plots import accuracy_png, ledger_png, loss_png
 
@@ -41,20 +41,37 @@ CARD_FIELDS = ("task", "mode", "seed", "teacher", "n_requested", "n_accepted", "
 
 # ----------------------------------------------------------------------------- tables
 def difficulty_rows(result: Comparison | None) -> list[dict[str, Any]]:
-    """[{difficulty, student, teacher, n}] from an evaluation's per-difficulty breakdowns."""
+    """[{difficulty, student, teacher, n, student_natural, n_natural}] from an evaluation's per-difficulty
+    breakdowns (the natural-mix columns empty without a natural-mix hold-out)."""
     if result is None:
         return []
     student = {r.difficulty: r for r in result.student.by_difficulty}
     teacher = {r.difficulty: r for r in result.teacher.by_difficulty} if result.teacher else {}
-    keys = sorted(set(student) | set(teacher), key=lambda k: (len(k), k))
+    natural = {r.difficulty: r for r in result.natural.student.by_difficulty} if result.natural else {}
+    keys = sorted(set(student) | set(teacher) | set(natural), key=lambda k: (len(k), k))
     return [
         {
             "difficulty": k,
             "student": student[k].exact_match.value if k in student else None,
             "teacher": teacher[k].exact_match.value if k in teacher else None,
             "n": student[k].n if k in student else None,
+            "student_natural": natural[k].exact_match.value if k in natural else None,
+            "n_natural": natural[k].n if k in natural else None,
         }
         for k in keys
+    ]
+
+
+def holdout_rows(result: Comparison | None) -> list[dict[str, Any]]:
+    """One row per hold-out (the even mix; the natural mix when evaluated), each with its own baselines."""
+    if result is None:
+        return []
+    held = [("natural mix", result.natural)] if result.natural else []
+    return [
+        {"hold_out": name, "n": r.n, "student": fmt_pct(r.student.exact_match),
+         "ci95": f"{fmt_pct(r.student.exact_match_ci.low)}-{fmt_pct(r.student.exact_match_ci.high)}",
+         "teacher": teacher_text(r), "baselines": baselines_text(r)}
+        for name, r in [("even mix" if result.natural else "test", result), *held]
     ]
 
 
@@ -217,6 +234,7 @@ def write_report(state: Mapping[str, Any], out_dir: str | Path) -> dict[str, str
 
     doc.heading("Evaluation: teacher vs student")
     if result:
+        doc.table(holdout_rows(result))
         student = result.student
         doc.table(_kv({
             "n": result.n, "student_accuracy": student.exact_match,

@@ -6,13 +6,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from stratos_agent.tools.synth_store import NATURAL_SPLIT
+
 from stratos_agent.errors import InputError
 from stratos_agent.tasks import TaskItem, TaskPack
 
+HELD_OUT_SPLITS = ("val", "test", NATURAL_SPLIT)
+
 
 def heldout_from_data(data: Path | None, pack: TaskPack) -> tuple[set[str], list[TaskItem]]:
-    """(canonical keys of the val + test splits, the val items) of a `stratos synth` output folder; for a
-    JSONL in the pack's public format, every row is held out and validates."""
+    """(canonical keys of the val, test and natural-mix test splits, the val items) of a `stratos synth` output
+    folder; for a JSONL in the pack's public format, every row is held out and validates."""
     if data is None or not Path(data).exists():
         return set(), []
     if Path(data).suffix == ".jsonl":
@@ -27,7 +31,7 @@ def heldout_from_data(data: Path | None, pack: TaskPack) -> tuple[set[str], list
         raise InputError(f"{data}: not a `stratos synth` output folder (its val/test splits are the hold-out)")
     if not isinstance(splits, DatasetDict) or "key" not in next(iter(splits.values())).column_names:
         raise InputError(f"{data}: expected the DatasetDict of `stratos synth` (splits with a `key` column)")
-    keys = {k for name in ("val", "test") if name in splits for k in splits[name]["key"]}
+    keys = {k for name in HELD_OUT_SPLITS if name in splits for k in splits[name]["key"]}
     val = [TaskItem.model_validate_json(row) for row in splits["val"]["item"]] if "val" in splits else []
     return keys, [it for it in val if it.task == pack.name]
 

@@ -22,6 +22,7 @@ come from the content-addressed cache, so a killed run continues without paying 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
@@ -36,6 +37,7 @@ from stratos_agent.tools.synth_store import (
     PartialLog,
     check_config,
     finalize,
+    split_of,
 )
 from stratos_agent.tools.teachers import CachedTeacher, EndpointError, Teacher, make_teacher
 
@@ -49,11 +51,13 @@ REVERSE_PROMPT = "synth_reverse"  # prompts/synth_reverse.txt: question + known 
 REJECT_UNPARSABLE = "unparsable answer"
 REJECT_WRONG = "wrong answer"
 REJECT_DUPLICATE = "duplicate"
-REJECT_QUOTA = "difficulty bucket full"
+REJECT_QUOTA = "difficulty bucket full"  # in the draw's split
 REJECT_SURPLUS = "surplus (target reached)"
 REJECT_TEACHER_ERROR = "teacher error"  # the teacher gave up on the item (its retries were spent)
 MIN_DRAWS_TO_CLOSE = 50  # draws of a bucket (or the task) without one new item = it is exhausted
 MIN_YIELD_SAMPLE = 32  # judged answers before a low yield may stop a run (a tiny attempt budget is cheap anyway)
+NATURAL_CHUNK = 500  # natural-mix draws per seeded chunk
+NATURAL_DRAW_FACTOR = 4  # natural-mix draws allowed, in expected draws (a finite task's held-out keys may all be rows)
 
 
 class LowYield(StratosError):
@@ -89,7 +93,7 @@ def choose_mode(strategy: str, teacher: str, probe_accuracy: float | None) -> Sy
     return "teacher" if teacher.startswith("endpoint:") and passes else "forward"
 
 
-def _chunk_seed(seed: int, chunk: int) -> int:
+def _chunk_seed(seed: int, chunk: int | str) -> int:
     return int.from_bytes(hashlib.sha256(f"synth:{seed}:{chunk}".encode()).digest()[:8], "big")
 
 
@@ -165,30 +169,53 @@ def _row(pack: TaskPack, item: TaskItem, key: str, bucket: Hashable, completion:
     }
 
 
-class _Quota:
-    """Target rows per difficulty bucket, and the mix each chunk should draw (what is still missing).
+Cell = tuple[Hashable, str]  # (difficulty bucket, split)
 
-    A bucket that yields nothing but duplicates is closed at what it has and its share moves to the
-    open buckets: an even mix over 0-9 winning tiles asks for more distinct 9-wait hands than exist.
+
+class _Quota:
+    """Target rows per (difficulty bucket, split) cell, and the mix each chunk should draw.
+
+    Each bucket's share is divided over the splits by the split fractions, and a row counts in the cell of
+    its key's split (`split_of`), so every split (the test split above all: the evaluation's yardstick) has
+    the target mix exactly, not as a hash's luck. A bucket that yields nothing but duplicates is closed at
+    what it has and its share moves to the open buckets: an even mix over 0-9 winning tiles asks for more
+    distinct 9-wait hands than exist.
     """
 
     def __init__(self, pack: TaskPack, n: int, distribution: Mapping[Hashable, float] | str,
-                 counts: Counter, closed: set[Hashable]) -> None:
-        self.n, self.counts, self.closed = n, counts, closed
+                 fractions: Mapping[str, float], counts: Counter, closed: set[Hashable]) -> None:
+        self.n, self.fractions, self.counts, self.closed = n, fractions, counts, closed
         plan = Counter(bucket_plan(n, pack.difficulty_buckets, distribution))
         self.weights = {b: plan[b] / n for b in pack.difficulty_buckets if plan[b]}
-        self.target: dict[Hashable, int] = {}
+        self.target: dict[Cell, int] = {}
         self._replan()
 
+    def bucket_count(self, bucket: Hashable) -> int:
+        return sum(self.counts[(bucket, name)] for name in self.fractions)
+
     def _replan(self) -> None:
-        self.target = {b: self.counts[b] for b in self.closed if b in self.weights}
+        totals = {b: self.bucket_count(b) for b in self.closed if b in self.weights}
         open_buckets = [b for b in self.weights if b not in self.closed]
         if open_buckets:
-            rest = self.n - sum(self.target.values())
-            self.target.update(Counter(bucket_plan(rest, open_buckets, {b: self.weights[b] for b in open_buckets})))
+            rest = self.n - sum(totals.values())
+            totals.update(Counter(bucket_plan(rest, open_buckets, {b: self.weights[b] for b in open_buckets})))
+        self.target = {}
+        for bucket, total in totals.items():
+            if bucket in self.closed:
+                self.target.update({(bucket, name): self.counts[(bucket, name)] for name in self.fractions})
+            else:
+                self.target.update({(bucket, name): k for name, k in
+                                    Counter(bucket_plan(total, list(self.fractions), self.fractions)).items()})
 
-    def missing(self) -> dict[Hashable, int]:
-        return {b: t - self.counts[b] for b, t in self.target.items() if t > self.counts[b]}
+    def missing(self) -> dict[Cell, int]:
+        return {cell: t - self.counts[cell] for cell, t in self.target.items() if t > self.counts[cell]}
+
+    def draw_mix(self) -> dict[Hashable, float]:
+        """Bucket -> expected draws still needed (a test row takes 1 / test fraction draws of its bucket)."""
+        mix: Counter = Counter()
+        for (bucket, name), k in self.missing().items():
+            mix[bucket] += k / self.fractions[name]
+        return dict(mix)
 
     def close_exhausted(self, drawn: Counter, fresh: Counter) -> None:
         """Close buckets that had many draws this chunk and not one new item."""
@@ -218,8 +245,10 @@ def synthesize(
 ) -> DatasetRef:
     """Make `n` verified, deduplicated examples of `task` in `out_dir` and return the dataset.
 
-    `distribution` ("even" or bucket -> weight) fixes the difficulty mix of the accepted rows;
-    `curriculum` orders each split easy -> hard; `style` picks the pack's solver-rationale style
+    `distribution` ("even" or bucket -> weight) fixes the difficulty mix of the accepted rows, in every split;
+    an even test split is ordered round-robin over the buckets (every prefix is even), and a pack with
+    difficulty buckets gets a natural-mix hold-out too (`natural_holdout`). `curriculum` orders each
+    split easy -> hard (an even test split stays interleaved); `style` picks the pack's solver-rationale style
     (solver mode). Teacher modes default to the bundled SmolLM2 teacher, cached on disk.
     Stops after `max_attempts` candidates (default 20 n + 1000) even if fewer than `n` verified;
     the data card then says so. Rerunning with the same arguments resumes; with others it refuses.
@@ -253,9 +282,9 @@ def synthesize(
     label = {str(b): b for b in pack.difficulty_buckets}
     rows = state.rows[:n]
     seen = {r["key"] for r in rows}
-    counts = Counter(label.get(r["difficulty"], r["difficulty"]) for r in rows)
+    counts = Counter((label.get(r["difficulty"], r["difficulty"]), split_of(r["key"], fractions)) for r in rows)
     closed = {label[b] for b in state.closed}
-    quota = _Quota(pack, n, distribution, counts, closed) if distribution is not None else None
+    quota = _Quota(pack, n, distribution, fractions, counts, closed) if distribution is not None else None
     attempted, rejections, elapsed = state.attempted, state.rejections, state.elapsed_s
     chunk, started, exhausted = state.next_chunk, False, False
 
@@ -269,22 +298,26 @@ def synthesize(
         if not started:
             log.start_session()
             started = True
-        mix = quota.missing() if quota else None
-        items = pack.sample(min(size, budget - attempted), seed=_chunk_seed(seed, chunk), distribution=mix)
+        room = quota.missing() if quota else None
+        items = pack.sample(min(size, budget - attempted), seed=_chunk_seed(seed, chunk),
+                            distribution=quota.draw_mix() if quota else None)
         rejected: Counter = Counter()
         drawn: Counter = Counter()
+        queued: Counter = Counter()  # cells of the items in `todo`
         todo: list[tuple[TaskItem, str, Hashable]] = []
         todo_keys: set[str] = set()
-        for item in items:  # cheap filters first: no teacher call for a duplicate or a full bucket
+        for item in items:  # cheap filters first: no teacher call for a duplicate or a full cell
             key, bucket = pack.canonical_key(item), pack.difficulty_bucket(item)
+            cell = (bucket, split_of(key, fractions))
             drawn[bucket] += 1
             if key in seen or key in todo_keys:
                 rejected[REJECT_DUPLICATE] += 1
-            elif mix is not None and sum(b == bucket for _, _, b in todo) >= mix.get(bucket, 0):
+            elif room is not None and queued[cell] >= room.get(cell, 0):
                 rejected[REJECT_QUOTA] += 1
             else:
                 todo.append((item, key, bucket))
                 todo_keys.add(key)
+                queued[cell] += 1
         completions = _completions(mode, pack, [t[0] for t in todo], llm, style, max_new_tokens, temperature, seed)
         fresh: list[dict[str, Any]] = []
         for (item, key, bucket), completion in zip(todo, completions, strict=True):
@@ -297,7 +330,7 @@ def synthesize(
             else:
                 fresh.append(_row(pack, item, key, bucket, completion))
                 seen.add(key)
-                counts[bucket] += 1
+                counts[(bucket, split_of(key, fractions))] += 1
         if quota:
             quota.close_exhausted(drawn, Counter(b for _, _, b in todo))
         else:  # a finite task (a user's JSONL) runs dry: stop instead of drawing duplicates forever
@@ -312,8 +345,8 @@ def synthesize(
         if progress:
             progress(SynthProgress(attempted, len(rows), attempted - len(rows), n, elapsed))
 
-    notes = [f"difficulty bucket {b} ran out of distinct items at {counts[b]} rows; its share went to the others"
-             for b in sorted(closed, key=str)]
+    notes = [f"difficulty bucket {b} ran out of distinct items at {quota.bucket_count(b)} rows; its share went to "
+             "the others" for b in sorted(closed, key=str)] if quota else []
     bad_lines = getattr(pack, "bad_lines", [])  # a user JSONL read with on_bad_line="skip"
     if bad_lines:
         notes.append(f"skipped {len(bad_lines)} malformed input line(s); first: {bad_lines[0]}")
@@ -330,7 +363,39 @@ def synthesize(
         "difficulty_target": None if quota is None else {str(b): w for b, w in quota.weights.items()},
         "notes": notes,
     }
-    return finalize(out, pack, rows, card_fields, fractions, seed, curriculum)
+    natural: list[dict[str, Any]] = []
+    if pack.difficulty_buckets and distribution is not None:  # else the test split is the natural mix already
+        test_rows = sum(split_of(r["key"], fractions) == "test" for r in rows)
+        natural = natural_holdout(pack, {r["key"] for r in rows}, test_rows, seed, fractions)
+    return finalize(out, pack, rows, card_fields, fractions, seed, curriculum,
+                    even_test=distribution == EVEN and bool(pack.difficulty_buckets), natural=natural)
+
+
+def natural_holdout(
+    pack: TaskPack, taken: set[str], size: int, seed: int, fractions: Mapping[str, float],
+) -> list[dict[str, Any]]:
+    """Up to `size` rows from the pack's own generator without balancing (`pack.sample` with no distribution:
+    Mahjong's complete hands minus one tile, ~15% noten), for evaluation only: the yardstick of the task's
+    natural mix, next to the even test split. An item is kept only if its key hashes into the held-out part
+    of the key space (val or test) and is none of `taken`, so it is no row of this dataset and in the train
+    split of no dataset made with these fractions. The completion is the gold answer line. Deterministic in
+    (pack, taken, size, seed), so a resumed run rebuilds the same split."""
+    share = 1.0 - fractions["train"]
+    if size <= 0 or share <= 0:
+        return []
+    rows: list[dict[str, Any]] = []
+    keys = set(taken)
+    draws = NATURAL_DRAW_FACTOR * math.ceil(size / share)
+    for chunk in range(math.ceil(draws / NATURAL_CHUNK)):
+        for item in pack.sample(NATURAL_CHUNK, seed=_chunk_seed(seed, f"natural:{chunk}")):
+            key = pack.canonical_key(item)
+            if split_of(key, fractions) == "train" or key in keys:
+                continue
+            keys.add(key)
+            rows.append(_row(pack, item, key, pack.difficulty_bucket(item), pack.format_answer(item.answer)))
+            if len(rows) == size:
+                return rows
+    return rows
 
 
 def probe_teacher(
@@ -358,4 +423,5 @@ def probe_teacher(
     )
 
 
-__all__ = ["EVEN", "MODES", "LowYield", "SynthProgress", "low_yield", "probe_teacher", "reverse_messages", "synthesize"]
+__all__ = ["EVEN", "MODES", "LowYield", "SynthProgress", "low_yield", "natural_holdout", "probe_teacher",
+           "reverse_messages", "synthesize"]

@@ -3,10 +3,14 @@
 Out folder layout (one synth run):
     synth_config.json      the parameters that decide the data (a rerun must match them to resume)
     partial.jsonl          accepted rows + one `done` marker per chunk, appended with flush + fsync
-    dataset/               HF `datasets` DatasetDict (train/val/test), `load_from_disk`-able
+    dataset/               HF `datasets` DatasetDict (train/val/test [+ test_natural]), `load_from_disk`-able
     preview.jsonl          the first rows of every split, for eyes
     public/<split>.jsonl   every split in the task's public benchmark format (+ prompt, completion)
     data_card.json / .md   counts per difficulty, rejections and reasons, teacher, mode, seed, time
+
+Two hold-outs for evaluation: `test` (the synthesised mix; with an even mix it is ordered round-robin over the
+difficulty buckets, so every prefix an evaluation reads is even too) and `test_natural` (the pack's own
+generator, unbalanced, drawn at finalisation; see `synth.natural_holdout`).
 
 A chunk is committed only by its `done` marker; a kill mid-chunk leaves a torn tail that the next run
 cuts off and regenerates identically (same seed per chunk; teacher answers come from the cache).
@@ -19,7 +23,7 @@ import json
 import os
 import random
 import shutil
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +39,7 @@ CONFIG_FILE = "synth_config.json"
 PARTIAL_FILE = "partial.jsonl"
 CARD_FILE = "data_card.json"
 DEFAULT_SPLIT_FRACTIONS = {"train": 0.9, "val": 0.05, "test": 0.05}
+NATURAL_SPLIT = "test_natural"  # the natural-mix hold-out: evaluation only, never trained on
 COLUMNS = ("prompt", "completion", "answer", "difficulty", "level", "key", "item")
 PREVIEW_ROWS = 20
 
@@ -143,15 +148,36 @@ def write_json(path: Path, value: Any) -> None:
     write_text_atomic(path, json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def order_splits(rows: Sequence[dict[str, Any]], seed: int, curriculum: bool) -> dict[str, list[dict[str, Any]]]:
+def interleave_levels(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Round-robin over difficulty levels (each level keeps its order): every prefix is as even over the
+    levels as the rows allow, so an evaluation of the first k rows sees the even mix, not a hash's luck."""
+    by_level: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_level[row["level"]].append(row)
+    queues = [by_level[level] for level in sorted(by_level)]
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+
+
+def even_prefix(rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """(difficulty levels in `rows`, rows per level) of the exactly even prefix of interleaved rows."""
+    counts = Counter(row["level"] for row in rows)
+    return len(counts), min(counts.values(), default=0)
+
+
+def order_splits(
+    rows: Sequence[dict[str, Any]], seed: int, curriculum: bool, even_test: bool = False,
+) -> dict[str, list[dict[str, Any]]]:
     """Rows by split (hash of key), shuffled with `seed`; `curriculum` then sorts easy -> hard
-    (stable, by the pack's bucket order stored in `level`)."""
+    (stable, by the pack's bucket order stored in `level`). With `even_test` the test split is interleaved
+    over the levels instead (`interleave_levels`): it is the yardstick, read from its start."""
     splits: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     for row in rows:
         splits[row["split"]].append(row)
     for name, part in splits.items():
         random.Random(f"{seed}:{name}").shuffle(part)
-        if curriculum:
+        if even_test and name == "test":
+            splits[name] = interleave_levels(part)
+        elif curriculum:
             part.sort(key=lambda r: r["level"])
     return splits
 
@@ -196,16 +222,37 @@ def fingerprint(splits: Mapping[str, Sequence[dict[str, Any]]]) -> str:
     return digest.hexdigest()
 
 
+def _split_notes(pack: TaskPack, splits: Mapping[str, Sequence[dict[str, Any]]], even_test: bool) -> list[str]:
+    """What the card says about the two hold-outs: how far the test split is even, where the natural one is from."""
+    notes = []
+    if even_test and splits["test"]:
+        levels, per = even_prefix(splits["test"])
+        held = {row["level"] for row in splits["test"]}
+        absent = [str(b) for i, b in enumerate(pack.difficulty_buckets) if i not in held]
+        notes.append(f"test split ordered round-robin over its {levels} difficulty buckets: the first {levels * per} "
+                     f"rows are exactly even ({per} each)" + (f"; no test rows in bucket(s) {', '.join(absent)}"
+                                                             if absent else ""))
+    if splits.get(NATURAL_SPLIT):
+        notes.append(f"{NATURAL_SPLIT}: {len(splits[NATURAL_SPLIT])} items of the task's own unbalanced mix, a second "
+                     "hold-out for evaluation (keys hash into the val or test part of the key space, never train; none "
+                     "is a row of the splits; not counted in the accepted rows)")
+    return notes
+
+
 def finalize(
     out_dir: Path, pack: TaskPack, rows: Sequence[dict[str, Any]], card_fields: dict[str, Any],
-    fractions: Mapping[str, float], seed: int, curriculum: bool,
+    fractions: Mapping[str, float], seed: int, curriculum: bool, *, even_test: bool = False,
+    natural: Sequence[dict[str, Any]] = (),
 ) -> DatasetRef:
-    """Write splits (HF + public JSONL + preview) and the data card; return the reference."""
+    """Write splits (HF + public JSONL + preview) and the data card; return the reference. `even_test`
+    interleaves the test split over the difficulty levels; `natural` rows become the `test_natural` split."""
     for row in rows:
         row["split"] = split_of(row["key"], fractions)
-    splits = order_splits(rows, seed, curriculum)
+    splits = order_splits(rows, seed, curriculum, even_test)
+    if natural:
+        splits[NATURAL_SPLIT] = list(natural)
     _save_hf(splits, out_dir / "dataset")
-    public = {name: out_dir / "public" / f"{name}.jsonl" for name in SPLITS}
+    public = {name: out_dir / "public" / f"{name}.jsonl" for name in splits}
     for name, part in splits.items():
         export_public(pack, part, public[name])
     write_rows(out_dir / "preview.jsonl", (
@@ -213,7 +260,7 @@ def finalize(
         for name, part in splits.items() for r in part[:PREVIEW_ROWS]
     ))
     card = DataCard(
-        **card_fields,
+        **{**card_fields, "notes": [*card_fields.get("notes", []), *_split_notes(pack, splits, even_test)]},
         difficulty_counts={name: dict(sorted(Counter(r["difficulty"] for r in part).items(),
                                              key=lambda kv: (len(kv[0]), kv[0])))
                            for name, part in splits.items()},
@@ -221,7 +268,7 @@ def finalize(
         split_fractions=dict(fractions),
         curriculum=curriculum,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        fingerprint=fingerprint(splits),
+        fingerprint=fingerprint(splits),  # train/val/test: the natural split follows from them and the seed
     )
     write_json(out_dir / CARD_FILE, card.model_dump(mode="json"))
     write_text_atomic(out_dir / "data_card.md", card.to_markdown())
@@ -236,5 +283,6 @@ def load_dataset_ref(out_dir: str | Path) -> DatasetRef:
     if not path.is_file():
         raise InputError(f"{out_dir}: no finished dataset here (no {CARD_FILE}); run `stratos synth` first")
     card = DataCard.model_validate_json(path.read_text(encoding="utf-8"))
+    names = [*SPLITS, *([NATURAL_SPLIT] if NATURAL_SPLIT in card.split_counts else [])]
     return DatasetRef(path=out_dir, hf_path=out_dir / "dataset", card=card,
-                      public_jsonl={name: out_dir / "public" / f"{name}.jsonl" for name in SPLITS})
+                      public_jsonl={name: out_dir / "public" / f"{name}.jsonl" for name in names})

@@ -1,5 +1,7 @@
 """Evaluation records: one model on one held-out file (`EvalReport`), and models side by side with
-trivial baselines (`Comparison`), so a ratio is never quoted against a degenerate teacher alone."""
+trivial baselines (`Comparison`), so a ratio is never quoted against a degenerate teacher alone. A run judges
+its student on two hold-outs: the even mix over the task's difficulty buckets (`Comparison` itself) and the
+task's natural mix (`Comparison.natural`), each next to its own baselines."""
 
 from __future__ import annotations
 
@@ -85,6 +87,10 @@ class Comparison(BaseModel):
     baselines: list[BaselineScore]
     student_over_teacher: float | None = Field(default=None, description="None when the teacher scored 0.")
     student_over_best_baseline: float | None = None
+    teacher_skipped: str | None = Field(default=None, description="Why the teacher was not evaluated on these items.")
+    natural: Comparison | None = Field(
+        default=None, description="The same on the natural-mix hold-out (the task's own generator, unbalanced), "
+        "when the dataset has one; None otherwise.")
 
     def markdown(self) -> str:
         """A table for model cards and reports."""
@@ -101,6 +107,10 @@ class Comparison(BaseModel):
         ]
         if self.student_over_teacher is not None:
             lines += ["", f"Student / teacher: {self.student_over_teacher:.2f}x"]
+        if self.teacher_skipped:
+            lines += ["", f"Teacher not evaluated: {self.teacher_skipped}."]
+        if self.natural is not None:
+            lines += ["", "Natural mix (the task's own generator, unbalanced):", "", self.natural.markdown()]
         return "\n".join(lines)
 
 
@@ -125,6 +135,13 @@ class GoalCheck(BaseModel):
     p95_source: str | None = None
     p95_target_ms: float | None = None
     reasons: list[str] = Field(default_factory=list, description="Each condition, met or missed, in words.")
+    natural: Proportion | None = Field(default=None, description="Exact match on the natural-mix hold-out.")
+    natural_best_baseline: str | None = None
+    natural_best_baseline_accuracy: float | None = None
+    natural_beats_baselines: bool | None = Field(
+        default=None, description="Reported, does not decide `met`: the natural-mix 95% lower bound is above its "
+        "best trivial baseline (Mahjong: the empty answer). None without a natural-mix hold-out.")
+    reported: list[str] = Field(default_factory=list, description="Checks shown with the goal that do not decide it.")
 
 
 class Adaptation(BaseModel):
