@@ -217,13 +217,18 @@ def run_evaluate(ctx: ToolContext, args: EvaluateStudentArgs) -> ToolOutcome:
     model: StudentModel = ctx.need("model")
     teacher = ctx.chosen.teacher if ctx.chosen else "smollm2-135m"
     result = evaluate_pair(ctx.spec.task, test, model.model_dir, teacher, recipe_for(ctx.spec.task),
-                           limit=args.n, threads=get_settings().threads, teacher_cache=ctx.run_dir / "eval")
-    return ToolOutcome(result, {
+                           limit=args.n, threads=get_settings().threads, teacher_cache=ctx.run_dir / "eval",
+                           natural=dataset.public_jsonl.get("test_natural"))
+    summary = {
         "n": result.n, "student_exact_match": round(result.student.exact_match, 4),
         "teacher_exact_match": round(result.teacher.exact_match, 4) if result.teacher else None,
         "baselines": {b.name: b.exact_match.value for b in result.baselines},
         "student_p95_ms": round(result.student.latency_p95_ms, 1),
-    })
+    }
+    if result.natural is not None:  # the task's own mix, next to the even one the gate decides on
+        summary |= {"natural_student_exact_match": round(result.natural.student.exact_match, 4),
+                    "natural_baselines": {b.name: b.exact_match.value for b in result.natural.baselines}}
+    return ToolOutcome(result, summary)
 
 
 def deploy_time_left(state: Any) -> float:

@@ -110,7 +110,7 @@ def plan_measured(spec: DistillationSpec, gpus: list[str] | None, pairs: PairTab
     while True:
         inputs = planning.gather_inputs(spec, gpus=gpus, latency_probes=timed, request_shapes=shapes)
         plan = planning.make_plan(spec, inputs, pairs.pairs)
-        point = plan.chosen
+        point = plan.chosen or _nearest(spec, inputs, pairs)
         todo = _next_measurement(point, done)
         if todo is None:
             return plan.model_copy(update={"latency_probes": list(timed.values())})
@@ -126,12 +126,23 @@ def plan_measured(spec: DistillationSpec, gpus: list[str] | None, pairs: PairTab
             log.warning("%s of %s failed; its figure stays unmeasured: %s", todo[0], todo[1], exc)
 
 
+def _nearest(spec: DistillationSpec, inputs, pairs: PairTable) -> PlanPoint | None:
+    """For an infeasible plan: the point it would choose without the constraints that unmeasured figures
+    can bind (accuracy floor, p95, deadline). Measuring that point is what can make the plan feasible: on a
+    machine with no recorded throughput, the modelled training hours alone can refuse a feasible request."""
+    relaxed = spec.constraints.model_copy(update={"min_accuracy": None, "p95_latency_ms": None,
+                                                  "deadline_hours": None})
+    return planning.make_plan(spec.model_copy(update={"constraints": relaxed}), inputs, pairs.pairs).chosen
+
+
 def _next_measurement(point: PlanPoint | None, done: set[tuple[str, str]]) -> tuple[str, str] | None:
-    """("pilot" | "latency", student) still to measure for the chosen point, or None."""
+    """("pilot" | "latency", student) still to measure for the chosen point, or None. A pilot measures
+    both the start of the learning curve and this machine's training throughput."""
     if point is None:
         return None
     wanted = []
-    if point.accuracy_source == "prior" and pilot.enabled():
+    unmeasured_here = point.is_local and point.train_hours_source != "measured"
+    if (point.accuracy_source == "prior" or unmeasured_here) and pilot.enabled():
         wanted.append(("pilot", f"{point.student}/{point.strategy}/{point.lora_rank}"))
     if point.is_local and point.latency_source != "measured" and latency_probe.enabled():
         wanted.append(("latency", point.student))
