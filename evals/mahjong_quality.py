@@ -21,7 +21,7 @@ Design for a 135M model on 2 shared CPU cores (every token costs ~1 GFLOP of tra
   stopped by wall time (a cosine schedule would need the step count in advance).
 Micro students (`--student micro-2m|micro-6m`, issue 12): a few-million-parameter Llama from scratch
 with the pack's task tokenizer, trained by `tools/stream_train.py` on a fresh stream of solver-labelled
-hands (batch 64, AdamW, warm-up + cosine over the time budget, bf16 autocast), never on a hold-out hand.
+hands (batch 64, AdamW, warm-up + cosine over the time budget, bf16 autocast where measured faster), never on a hold-out hand.
 Every student is scored on two fresh hold-outs, each with its trivial baselines from the same run: the
 even 0-9 mix (`--holdout`, 500) and a natural mix (`--natural-holdout`, 400: a complete hand of random
 melds minus one tile, ~15% broken into noten; mostly 1-3 waits and mixed suits, as in play).
@@ -175,14 +175,16 @@ def train_micro(args, work: Path, short, items: list, natural: list) -> dict:
         eval_n=args.curve_limit, stream_mix=args.stream_mix, threads=args.threads,
     )
     keys = {short.canonical_key(it) for it in natural}
-    student = stream_train(cfg, run_dir=work / args.student, exclude_keys=keys, val_items=items[:args.curve_limit])
+    student = stream_train(cfg, run_dir=work / args.student, exclude_keys=keys, val_items=items[:args.curve_limit],
+                           val_mix="even")
 
     def curve(_report) -> list:
         return [{"step": p.examples // args.batch_size, "examples": p.examples, "exact_match": p.exact,
                  "n": p.n, "seconds": p.seconds} for p in student.learning_curve.points]
 
     config = {"minutes": args.minutes, "student": base, "full_ft": True, "lr": lr, "batch_size": args.batch_size,
-              "stream": True, "stream_natural_share": args.stream_mix, "bf16_autocast": cfg.bf16_autocast,
+              "stream": True, "stream_natural_share": args.stream_mix,
+              "bf16_autocast": json.loads((work / args.student / "stream_card.json").read_text())["bf16_autocast"],
               "held_out_keys_excluded": len({short.canonical_key(it) for it in items} | keys)}
     return {"sft": student, "grpo": None, "final": student, "curve": curve, "config": config, "synth_s": 0.0,
             "examples_seen": student.streamed_examples}

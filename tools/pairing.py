@@ -38,6 +38,7 @@ from stratos_agent.tools.strategy import decide_strategy
 
 from stratos_agent.errors import InputError
 from stratos_agent.models.candidate import ModelCandidate
+from stratos_agent.records.data import ProbeResult
 from stratos_agent.records.plans import PairScore, Strategy
 
 # Task difficulty priors in [0, 1] (used when a pack does not state `difficulty_score`).
@@ -130,8 +131,9 @@ def endpoint_usd_per_1k(cand: ModelCandidate) -> float:
     return ENDPOINT_USD_PER_1K.get(name, DEFAULT_ENDPOINT_USD_PER_1K)
 
 
-def run_probes(task: str, teachers: list[str], n: int = 16, seed: int = 0) -> dict[str, float]:
-    """Measured probe accuracy per teacher through the forward-synthesis probe (tools/synth.py) (cached there)."""
+def probe_results(task: str, teachers: list[str], n: int = 16, seed: int = 0) -> dict[str, ProbeResult]:
+    """Each teacher's forward-synthesis probe on `n` fresh items (tools/synth.probe_teacher, cached there):
+    correct, unparsable and accuracy, i.e. the counts a decision on the accuracy can be checked against."""
     from stratos_agent.tools.synth import probe_teacher
     from stratos_agent.tools.teachers import make_teacher
 
@@ -143,8 +145,13 @@ def run_probes(task: str, teachers: list[str], n: int = 16, seed: int = 0) -> di
             endpoint=_endpoint_url() if endpoint else None,
             model_name=teacher.removeprefix("endpoint:") if endpoint else None,
         )
-        out[teacher] = probe_teacher(task, client, n=n, seed=seed).accuracy
+        out[teacher] = probe_teacher(task, client, n=n, seed=seed)
     return out
+
+
+def run_probes(task: str, teachers: list[str], n: int = 16, seed: int = 0) -> dict[str, float]:
+    """Measured probe accuracy per teacher (`probe_results`), as `score_pairs` takes it."""
+    return {teacher: result.accuracy for teacher, result in probe_results(task, teachers, n, seed).items()}
 
 
 def _endpoint_url() -> str:

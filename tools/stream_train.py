@@ -8,9 +8,14 @@ dataset's val/test splits, plus keys the caller adds) are dropped: splits stay d
     train(TrainConfig(run_name="mj", base_model="mahjong-micro-6m", task="mahjong", data=Path("runs/data/mj"),
                       stream=True, lora=False, learning_rate=2e-3, batch_size=64, time_limit_s=480))
 
-The data side (hold-out keys, answer-masked batches) is tools/stream_data.py. Plain PyTorch: AdamW and warm-up + cosine sized to the budget (progress = the larger of steps/step budget
-and seconds/time limit, so a time-bounded run still anneals), `batch_size` examples per step. A run
-folder holds `checkpoints/step-N/state.pt` (model, optimizer, RNG, step, counters) every `save_steps`
+The data side (hold-out keys, answer-masked batches) is tools/stream_data.py. Plain PyTorch: AdamW and a
+schedule sized to the budget -- warm-up + cosine (`lr_scheduler="cosine"`, the default) or warm-up, stable,
+decay over the last WSD_DECAY of the budget (`"warmup_stable_decay"`) -- where progress = the larger of
+steps/step budget and seconds/time limit, so a time-bounded run still anneals; `batch_size` examples per step.
+With `stream_weighting="adaptive"` the stream's non-natural share draws difficulty buckets with weight
+ADAPTIVE_FLOOR + (1 - validation exact of that bucket), re-weighed at every learning-curve evaluation (even
+until the first); the weights in force are saved with the progress, so a resumed run draws the same batches.
+A run folder holds `checkpoints/step-N/state.pt` (model, optimizer, RNG, step, counters) every `save_steps`
 steps -- a rerun resumes from the newest -- `metrics.csv` (loss and validation exact match),
 `curve.json` (the LearningCurve: greedy exact match on a fixed held-out set every `eval_every`
 examples), `stream_card.json` (what was seen), `model/` and `student.json` (written last).
@@ -25,12 +30,14 @@ import random
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
+from stratos_agent.tools.calibration import recipe_of, record_curve
 from stratos_agent.tools.micro_student import save_folder, trained_card
+from stratos_agent.tools.precision import use_bf16
 from stratos_agent.tools.stream_data import Encoder, heldout_from_data
 from stratos_agent.tools.train_callbacks import MetricsCallback, peak_rss_bytes
 from stratos_agent.tools.train_card import write_model_card
@@ -40,7 +47,7 @@ from stratos_agent.errors import InputError
 from stratos_agent.files import open_atomic, write_text_atomic
 from stratos_agent.models.candidate import TASK_FILE
 from stratos_agent.models.micro import pack_for_model
-from stratos_agent.records.calibration import CurvePoint, LearningCurve
+from stratos_agent.records.calibration import CurvePoint, LearningCurve, ValidationMix
 from stratos_agent.records.training import StudentModel, TrainConfig
 from stratos_agent.settings import apply_thread_settings
 from stratos_agent.tasks import TaskItem
@@ -52,20 +59,40 @@ CURVE_FILE = "curve.json"
 STREAM_CARD = "stream_card.json"
 METHOD_KEY = "stream-full"
 MIN_LR_RATIO = 0.1  # the cosine ends at 10% of the peak rate, not 0: the last minutes still learn
+SCHEDULES = ("cosine", "warmup_stable_decay")
+WSD_DECAY = 0.2  # warm-up-stable-decay: the last 20% of the budget decays linearly to MIN_LR_RATIO
+# Adaptive weighting: a bucket the student has mastered keeps ADAPTIVE_FLOOR / (ADAPTIVE_FLOOR + 1) of the
+# weight of one it always misses, so it is still rehearsed (forgetting) and a noisy 100% does not starve it.
+ADAPTIVE_FLOOR = 0.2
 _VALIDATION_SEED = 7_777  # used only when the dataset has no val split
 
 
 # ----------------------------------------------------------------------------------- schedule
-def lr_factor(step: int, progress: float, warmup: float) -> float:
-    """Warm-up (a step count when >= 1, else a share of the budget), then cosine to MIN_LR_RATIO."""
+def lr_factor(step: int, progress: float, warmup: float, schedule: str = "cosine") -> float:
+    """Warm-up (a step count when >= 1, else a share of the budget), then cosine to MIN_LR_RATIO, or (WSD)
+    the peak rate until the last WSD_DECAY of the budget and a linear decay to MIN_LR_RATIO."""
     progress = min(max(progress, 0.0), 1.0)
     if warmup >= 1 and step < warmup:
         return (step + 1) / warmup
     share = warmup if warmup < 1 else 0.0
     if share and progress < share:
         return max(progress / share, 1e-3)
+    if schedule == "warmup_stable_decay":
+        decayed = max(progress - (1 - WSD_DECAY), 0.0) / WSD_DECAY
+        return 1 - (1 - MIN_LR_RATIO) * decayed
     t = (progress - share) / (1 - share) if share < 1 else 1.0
     return MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def adaptive_weights(buckets: Sequence[Hashable], exact: Mapping[Hashable, float],
+                     floor: float = ADAPTIVE_FLOOR) -> list[float]:
+    """Stream weight per bucket (in `buckets` order): floor + measured error (1 - exact); a bucket the
+    validation set does not cover gets the mean weight of the measured ones (nothing says it is easier)."""
+    measured = {b: floor + 1 - exact[b] for b in buckets if b in exact}
+    if not measured:
+        return [1.0] * len(buckets)
+    mean = sum(measured.values()) / len(measured)
+    return [round(measured.get(b, mean), 6) for b in buckets]
 
 
 def step_budget(config: TrainConfig) -> int | None:
@@ -100,29 +127,35 @@ def stream_train(
     console: Console | None = None,
     exclude_keys: Iterable[str] = (),
     val_items: Sequence[TaskItem] | None = None,
+    val_mix: ValidationMix = "unknown",
     on_step: Callable[[int], None] | None = None,
     record: bool = True,
+    curve_kind: str = "run",
 ) -> StudentModel:
     """Train `config` (with `stream=True`) in `run_dir`, resuming from its newest checkpoint.
 
     `exclude_keys` adds held-out canonical keys to the dataset's val/test keys; `val_items` replaces the
-    dataset's val split as the learning-curve set; `on_step(step)` runs after every step (tests use it
-    to crash a run); `record=False` keeps the curve out of the calibration store (throughput probes).
+    dataset's val split as the learning-curve set (`val_mix` says what they are: "even", "natural"; the
+    curve records it, so that only comparable curves are fitted together); `on_step(step)` runs after every step (tests use it
+    to crash a run); `record=False` keeps the curve out of the calibration store (throughput probes);
+    `curve_kind` is the LearningCurve kind it is recorded as ("sweep" for evals/recipe_sweep.py).
     Called by `tools/train.py:train` when `config.stream` is set.
     """
     if config.lora or config.method != "sft":
         raise InputError("stream training is a full fine-tune (SFT on verified items): set lora=False, method=sft")
     if step_budget(config) is None and not config.time_limit_s:
         raise InputError("a stream run needs a bound: max_steps, examples_budget or time_limit_s")
+    if config.lr_scheduler not in SCHEDULES:
+        raise InputError(f"stream training schedules: {', '.join(SCHEDULES)} (got {config.lr_scheduler!r})")
     return StreamRun(config, Path(run_dir), console or Console(stderr=True), set(exclude_keys),
-                     val_items).run(on_step, record)
+                     val_items, val_mix).run(on_step, record, curve_kind)
 
 
 class StreamRun:
     """One stream run: model, optimizer, stream and the progress dict `s` that a checkpoint stores."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, console: Console, exclude: set[str],
-                 val_items: Sequence[TaskItem] | None) -> None:
+                 val_items: Sequence[TaskItem] | None, val_mix: ValidationMix = "unknown") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -142,8 +175,9 @@ class StreamRun:
         check_fits(self.estimate, config)
         run_dir.mkdir(parents=True, exist_ok=True)
         held, val = heldout_from_data(config.data, pack)
+        self.val_source: ValidationMix = val_mix if val_items is not None else ("dataset" if val else "natural")
         val = list(val_items) if val_items is not None else val
-        if not val:  # no dataset val split: a fixed fresh sample, held out like the rest
+        if not val:  # no dataset val split: a fixed fresh sample (the natural generator), held out like the rest
             val = pack.sample(config.eval_n, seed=_VALIDATION_SEED)
         self.val = val[: config.eval_n]
         self.held = held | exclude | {pack.canonical_key(it) for it in self.val}
@@ -156,6 +190,7 @@ class StreamRun:
         torch.manual_seed(config.seed)
         self.tok = tok
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.bf16 = config.bf16_autocast if config.bf16_autocast is not None else use_bf16(self.device)
         self.model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=torch.float32).to(self.device)
         self.model.generation_config.eos_token_id = tok.eos_token_id
         self.model.generation_config.pad_token_id = tok.pad_token_id
@@ -166,7 +201,7 @@ class StreamRun:
         self.max_new = self.enc.answer_tokens(self.val) + 4
         self.ckpt_dir = run_dir / "checkpoints"
         self.s: dict = {"step": 0, "examples": 0, "tokens": 0, "seconds": 0.0, "rows": [], "curve": [],
-                        "buckets": {}, "dropped": 0, "loss": None}
+                        "buckets": {}, "dropped": 0, "loss": None, "weights": None, "weights_history": []}
         self.resumed_from: int | None = None
         if (path := last_state(self.ckpt_dir)) is not None:
             saved = torch.load(path, map_location=self.device, weights_only=False)
@@ -174,10 +209,11 @@ class StreamRun:
             self.optimizer.load_state_dict(saved["optimizer"])
             torch.set_rng_state(saved["rng"]["torch"].cpu())
             random.setstate(saved["rng"]["python"])
-            self.s = saved["progress"]
+            self.s = {"weights": None, "weights_history": []} | saved["progress"]  # saved before weighting
             self.resumed_from = self.s["step"]
             console.print(f"resuming from {path.parent} (step {self.resumed_from}, {self.s['examples']} examples)")
         self.stream.dropped = self.s["dropped"]
+        self.stream.weights = self.s["weights"]  # None (even) until an adaptive run's first evaluation
         self.buckets = Counter(self.s["buckets"])
         self.metrics = MetricsCallback(run_dir / "metrics.csv", run_dir / "loss.png", f"{config.run_name} (stream)")
         self.metrics.rows = self.s["rows"]
@@ -193,12 +229,12 @@ class StreamRun:
         import torch
 
         s, cfg = self.s, self.config
-        lr = cfg.learning_rate * lr_factor(s["step"], self.progress(), cfg.warmup)
+        lr = cfg.learning_rate * lr_factor(s["step"], self.progress(), cfg.warmup, cfg.lr_scheduler)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         items = self.stream.batch(s["step"], cfg.batch_size)
         ids, mask, labels = (t.to(self.device) for t in self.enc.train_batch(items))
-        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
             loss = self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -210,7 +246,7 @@ class StreamRun:
         s["tokens"] += int(mask.sum())
         return loss.item(), lr
 
-    def run(self, on_step: Callable[[int], None] | None, record: bool = True) -> StudentModel:
+    def run(self, on_step: Callable[[int], None] | None, record: bool, curve_kind: str) -> StudentModel:
         s, cfg = self.s, self.config
         self.model.train()
         window: list[float] = []
@@ -240,20 +276,44 @@ class StreamRun:
             self.evaluate()
         s["loss"] = sum(window) / len(window) if window else s["loss"]
         self.checkpoint()
-        return self.finish(record)
+        return self.finish(record, curve_kind)
 
     def evaluate(self) -> None:
         import torch
 
         s = self.s
-        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.config.bf16_autocast):
-            exact = self.enc.exact_match(self.model, self.val, self.max_new)  # bf16, as vLLM serves it
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
+            if self.config.stream_weighting == "adaptive":
+                exact = self.reweigh()
+            else:
+                exact = self.enc.exact_match(self.model, self.val, self.max_new)  # as trained
         self.points.append(CurvePoint(examples=s["examples"], exact=exact, n=len(self.val),
                                       seconds=round(s["seconds"], 2)))
         self.metrics.rows.append({"step": s["step"], "time_s": round(s["seconds"], 2), "examples": s["examples"],
                                   "val_exact": round(exact, 4), "val_n": len(self.val)})
         self.console.print(f"step {s['step']}: {s['examples']} examples, {s['seconds']:.0f} s training, "
                            f"validation exact {exact:.1%} (n={len(self.val)})")
+
+    def validation_spread(self) -> str:
+        """'even over 10 difficulty buckets', or the validation items per bucket."""
+        counts = Counter(self.pack.difficulty_bucket(it) for it in self.val)
+        buckets = self.pack.difficulty_buckets
+        if len(counts) == len(buckets) and len(set(counts.values())) == 1:
+            return f"even over {len(buckets)} difficulty buckets"
+        return "per bucket " + " ".join(f"{b}:{counts[b]}" for b in buckets if b in counts)
+
+    def reweigh(self) -> float:
+        """Validation exact per difficulty bucket -> the stream's new weights (recorded); the overall exact."""
+        by_bucket: dict[Hashable, list[TaskItem]] = {}
+        for item in self.val:
+            by_bucket.setdefault(self.pack.difficulty_bucket(item), []).append(item)
+        exact = {b: self.enc.exact_match(self.model, by_bucket[b], self.max_new)
+                 for b in self.pack.difficulty_buckets if b in by_bucket}
+        self.stream.weights = self.s["weights"] = adaptive_weights(self.pack.difficulty_buckets, exact)
+        self.s["weights_history"].append({"step": self.s["step"], "examples": self.s["examples"],
+                                          "exact": {str(b): round(e, 4) for b, e in exact.items()},
+                                          "weights": self.s["weights"]})
+        return sum(exact[b] * len(items) for b, items in by_bucket.items()) / len(self.val)
 
     def checkpoint(self) -> None:
         import torch
@@ -265,7 +325,7 @@ class StreamRun:
         save_state(self.ckpt_dir, self.s["step"], state, self.config.save_total_limit)
         self.metrics._write()
 
-    def finish(self, record: bool) -> StudentModel:
+    def finish(self, record: bool, curve_kind: str) -> StudentModel:
         from stratos_agent.tools.machine_peaks import hardware_fingerprint
 
         s, cfg, run_dir = self.s, self.config, self.run_dir
@@ -275,14 +335,18 @@ class StreamRun:
             task=self.pack.name, student=cfg.curve_student, method=METHOD_KEY, hardware=hardware_fingerprint().key,
             examples_per_s=max(s["examples"] / max(s["seconds"], 1e-9), 1e-9), start_examples=before,
             points=[p.model_copy(update={"examples": p.examples + before}) for p in self.points],
-            batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, kind="run", run=str(run_dir),
+            batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, kind=curve_kind, run=str(run_dir),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
-            validation=f"{len(self.val)} held-out items, greedy, {self.max_new} new tokens",
+            validation=f"{len(self.val)} held-out items ({self.validation_spread()}), greedy, {self.max_new} new tokens",
             load_avg=round((self.load0 + os.getloadavg()[0]) / 2, 2),
+            validation_mix=self.val_source, recipe=recipe_of(cfg),
         )
         write_text_atomic(run_dir / CURVE_FILE, curve.model_dump_json(indent=1))
         card = {"task": self.pack.name, "stream": True, "examples_seen": s["examples"], "steps": s["step"],
-                "natural_share": cfg.stream_mix, "seed": cfg.seed, "difficulty_counts": dict(self.buckets),
+                "natural_share": cfg.stream_mix, "seed": cfg.seed, "bf16_autocast": self.bf16, "difficulty_counts": dict(self.buckets),
+                "weighting": cfg.stream_weighting, "lr_scheduler": cfg.lr_scheduler,
+                "buckets": [str(b) for b in self.pack.difficulty_buckets], "weights_history": s["weights_history"],
+                "adaptive_floor": ADAPTIVE_FLOOR if cfg.stream_weighting == "adaptive" else None,
                 "held_out_keys": len(self.held), "draws_dropped_as_held_out": self.stream.dropped,
                 "validation_items": len(self.val)}
         write_text_atomic(run_dir / STREAM_CARD, json.dumps(card, indent=1))
@@ -315,12 +379,7 @@ def _write_card(student: StudentModel, base_dir: Path, card: dict) -> None:
 
 
 def _record(curve: LearningCurve, console: Console) -> None:
-    """Hand the curve to the calibration store when that module exists (tools/calibration.py)."""
-    try:
-        from stratos_agent.tools.calibration import record_curve
-    except ImportError:
-        console.print("calibration store not available (no tools/calibration.py): curve kept in the run folder")
-        return
+    """Hand the curve to the calibration store (tools/calibration.py)."""
     try:
         console.print(f"learning curve recorded: {record_curve(curve)}")
     except (OSError, ValueError) as exc:  # the model is saved already: a store problem must not lose it

@@ -77,8 +77,14 @@ class TrainConfig(BaseModel):
         default=0.5, ge=0, le=1,
         description="Stream: share of items from the pack's natural generator; the rest even over difficulty.",
     )
-    bf16_autocast: bool = Field(
-        default=True, description="Stream: bf16 autocast (fp32 master weights); ~5x faster on CPUs with AVX512-BF16."
+    stream_weighting: Literal["even", "adaptive"] = Field(
+        default="even",
+        description="Stream: the non-natural share even over difficulty buckets, or 'adaptive': weighted by "
+        "floor + validation error per bucket, re-weighed at every learning-curve evaluation.",
+    )
+    bf16_autocast: bool | None = Field(
+        default=None, description="Stream: bf16 autocast (fp32 master weights). None: measured on this machine "
+        "(tools/precision.py: ~5x faster on CPUs with AVX512-BF16, 35x slower on AVX2-only CPUs)."
     )
     eval_every: int = Field(default=4096, gt=0, description="Stream: validation exact match every N examples.")
     eval_n: int = Field(default=200, gt=0, description="Stream: validation items per learning-curve point.")
@@ -93,19 +99,25 @@ class TrainConfig(BaseModel):
         return self.lineage or self.base_model
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes the trained weights (threads, time limit, eval cadence do not).
+        """Hash of everything that changes the trained weights (threads, time limit, eval cadence do not --
+        except under adaptive stream weighting, whose bucket weights follow each evaluation).
 
         The stream fields enter only when `stream` is on, so configs written before they existed keep
         their fingerprint."""
-        payload = self.model_dump(mode="json", exclude={"threads", "time_limit_s", "logging_steps", *_EVAL_ONLY,
-                                                        "lineage", "examples_before"})
+        adaptive = self.stream and self.stream_weighting == "adaptive"
+        payload = self.model_dump(mode="json", exclude={"threads", "time_limit_s", "logging_steps", "lineage",
+                                                        "examples_before", *(() if adaptive else _EVAL_ONLY)})
         if not self.stream:
             for name in _STREAM_FIELDS:
+                payload.pop(name)
+        for name in _HASHED_WHEN_SET:
+            if payload.get(name) == type(self).model_fields[name].default:
                 payload.pop(name)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_STREAM_FIELDS = ("stream", "examples_budget", "stream_mix", "bf16_autocast")
+_STREAM_FIELDS = ("stream", "examples_budget", "stream_mix", "bf16_autocast", "stream_weighting")
+_HASHED_WHEN_SET = ("stream_weighting",)  # added later: at its default a field leaves earlier runs' hash as it was
 _EVAL_ONLY = ("eval_every", "eval_n")
 
 

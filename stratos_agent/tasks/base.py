@@ -348,13 +348,29 @@ _MAX_DRAWS = 50  # stream draws per batch before giving up (everything held out:
 
 
 class VerifiedStream:
-    """Fresh solver-labelled items: a `natural_share` from the pack's own generator, the rest even over its
-    difficulty buckets; held-out keys are dropped (and counted). Step k's batch depends only on
-    (seed, k), so a resumed run draws exactly what the lost steps would have drawn."""
+    """Fresh solver-labelled items: a `natural_share` from the pack's own generator, the rest over its
+    difficulty buckets -- even, or by `weights` (one per bucket, in `difficulty_buckets` order: the trainer's
+    adaptive weighting). Held-out keys are dropped (and counted). Step k's batch depends only on
+    (seed, k, weights), so a resumed run that restores the weights in force draws exactly what the lost
+    steps would have drawn."""
 
-    def __init__(self, pack: TaskPack, *, seed: int, natural_share: float, exclude: set[str]) -> None:
+    def __init__(self, pack: TaskPack, *, seed: int, natural_share: float, exclude: set[str],
+                 weights: Sequence[float] | None = None) -> None:
         self.pack, self.seed, self.natural_share, self.exclude = pack, seed, natural_share, exclude
+        self.weights = weights
         self.dropped = 0
+
+    @property
+    def weights(self) -> list[float] | None:
+        return self._weights
+
+    @weights.setter
+    def weights(self, weights: Sequence[float] | None) -> None:
+        if weights is not None and (len(weights) != len(self.pack.difficulty_buckets) or min(weights) < 0
+                                    or sum(weights) <= 0):
+            raise InputError(f"stream weights need one non-negative weight per difficulty bucket "
+                             f"{list(self.pack.difficulty_buckets)}, not all zero; got {list(weights)}")
+        self._weights = None if weights is None else [float(w) for w in weights]
 
     def _seed(self, *parts: object) -> int:
         text = ":".join(map(str, ("stream", self.seed, *parts)))
@@ -363,12 +379,22 @@ class VerifiedStream:
     def _draw(self, n: int, step: int, draw: int) -> list[TaskItem]:
         natural = round(n * self.natural_share) if self.pack.difficulty_buckets else n
         items = self.pack.sample(natural, seed=self._seed(step, draw, "n")) if natural else []
-        if n > natural:  # an even draw of a multiple of the bucket count, then a random subset: no bias
-            k = len(self.pack.difficulty_buckets)
-            even = self.pack.sample(k * math.ceil((n - natural) / k), seed=self._seed(step, draw, "e"),
-                                    distribution="even")
-            items += random.Random(self._seed(step, draw, "s")).sample(even, n - natural)
+        if n > natural:
+            items += (self._even if self._weights is None else self._weighted)(n - natural, step, draw)
         return items
+
+    def _even(self, n: int, step: int, draw: int) -> list[TaskItem]:
+        """An even draw of a multiple of the bucket count, then a random subset: no rounding bias."""
+        k = len(self.pack.difficulty_buckets)
+        even = self.pack.sample(k * math.ceil(n / k), seed=self._seed(step, draw, "e"), distribution=EVEN)
+        return random.Random(self._seed(step, draw, "s")).sample(even, n)
+
+    def _weighted(self, n: int, step: int, draw: int) -> list[TaskItem]:
+        """Each item's bucket drawn by weight (multinomial counts: no rounding bias), then sampled."""
+        buckets = self.pack.difficulty_buckets
+        chosen = random.Random(self._seed(step, draw, "w")).choices(range(len(buckets)), weights=self._weights, k=n)
+        counts = {buckets[i]: float(chosen.count(i)) for i in set(chosen)}
+        return self.pack.sample(n, seed=self._seed(step, draw, "e"), distribution=counts)
 
     def batch(self, step: int, size: int) -> list[TaskItem]:
         out: list[TaskItem] = []
