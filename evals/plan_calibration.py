@@ -19,9 +19,12 @@ over `--stream-sizes` example budgets. Then, for every recorded curve with a fin
 - accuracy, pilot: the same with the run's own first half added (what a one-minute pilot gives);
 - accuracy, self-prefix: the run's final predicted from its own first half alone (2x extrapolation);
 - training time, leave-one-run-out: (examples trained) / (median examples/s of the other runs of the
-  same student and method on this hardware) vs the run's measured training seconds.
+  same student and method on this hardware) vs the run's measured training seconds;
+- p95 latency, per deployed agent run in `--runs-dir` (default: the runs dir): the plan's p95 for its
+  chosen point (measured by the latency probe, or modelled) vs the p95 the deploy stage's load test
+  measured on the live endpoint, split by where the plan's figure came from.
 
-Goals (issue 11): median absolute accuracy error <= 5 points; training time within 25%.
+Goals (issue 11): median absolute accuracy error <= 5 points; training time within 25%; p95 within 25%.
 Prints and saves evals/results/plan_calibration.json (or --out).
 """
 
@@ -36,6 +39,7 @@ from _common import add_out, add_threads, machine_info, make_parser, now, save_j
 from stratos_agent.tools import calibration
 
 from stratos_agent.records.calibration import LearningCurve
+from stratos_agent.settings import get_settings
 
 TASK = "mahjong"
 # (student, LoRA rank) rotation and example budgets of the --run trainings (batch 8).
@@ -212,12 +216,40 @@ def time_rows(all_curves: list[LearningCurve]) -> list[dict]:
     return rows
 
 
+def latency_rows(runs_dir: Path) -> list[dict]:
+    """Planned vs measured p95 of every agent run in `runs_dir` that deployed its student; the probe's load
+    next to the planned figure (the load test after deploy records none yet)."""
+    from stratos_agent.graphs.session import AgentSession, list_runs
+
+    rows = []
+    for info in list_runs(runs_dir):
+        if "deployment" not in info["done"]:
+            continue
+        values = AgentSession(info["thread_id"], runs_dir=runs_dir).outcome().values
+        point, test = values["plan"].chosen, values["deployment"].load_test
+        if point is None or test is None or not test.p95_ms:
+            continue
+        probe = next((p for p in values["plan"].latency_probes if p.model == point.student), None)
+        rows.append({"run": info["thread_id"], "student": point.student, "server": point.server,
+                     "latency_source": point.latency_source, "planned_ms": point.p95_ms,
+                     "probe_load_avg": probe.load_avg if probe else None, "probe_requests": probe.requests if probe
+                     else None, "measured_ms": test.p95_ms, "requests": test.requests,
+                     "concurrency": test.concurrency, "rel_error": abs(point.p95_ms - test.p95_ms) / test.p95_ms})
+    return rows
+
+
+def _within(rows: list[dict], key: str, goal: float = 0.25) -> float | None:
+    """Share of rows whose relative error `key` is at most `goal` (None without any)."""
+    errors = [r[key] for r in rows if r[key] is not None]
+    return round(sum(e <= goal for e in errors) / len(errors), 3) if errors else None
+
+
 def _median(xs) -> float | None:
     xs = [x for x in xs if x is not None]
     return round(float(np.median(xs)), 4) if xs else None
 
 
-def summarise(acc: list[dict], times: list[dict]) -> dict:
+def summarise(acc: list[dict], times: list[dict], latency: list[dict]) -> dict:
     out: dict = {"runs_with_prediction": {}, "accuracy_median_abs_error_points": {}}
     for key in [k for k in (acc[0] if acc else {}) if k.startswith(("loo_", "pilot_"))]:
         hit = [r for r in acc if r[key]["source"] != "prior"]
@@ -250,8 +282,7 @@ def summarise(acc: list[dict], times: list[dict]) -> dict:
     out["pairing_prior_rms_error"] = (round(float(np.sqrt(np.mean([(r["prior"] - r["measured"]) ** 2 for r in acc]))), 4)
                                       if acc else None)
     out["time_median_rel_error"] = _median([r["rel_error"] for r in times])
-    out["time_within_25pct"] = (round(sum(r["rel_error"] <= 0.25 for r in times if r["rel_error"] is not None)
-                                      / max(1, sum(r["rel_error"] is not None for r in times)), 3))
+    out["time_within_25pct"] = _within(times, "rel_error")
     out["time_runs_with_prediction"] = sum(r["predicted_s"] is not None for r in times)
     # The models differ only where a figure is extrapolated: the fitted leave-one-out rows and the
     # self-prefix rows, pooled, decide `CURVE_MODEL`.
@@ -260,11 +291,18 @@ def summarise(acc: list[dict], times: list[dict]) -> dict:
               for m in calibration.MODELS}
     out["extrapolated_median_abs_error_points"] = {m: {"n": len(v), "median": _median(v)} for m, v in extrap.items()}
     out["best_curve_model"] = min(calibration.MODELS, key=lambda m: _median(extrap[m]) or 1e9)
+    out["p95"] = {source: {"runs": len(hit), "median_rel_error": _median([r["rel_error"] for r in hit]),
+                           "within_25pct": _within(hit, "rel_error")}
+                  for source, hit in (("all", latency),
+                                      *((s, [r for r in latency if r["latency_source"] == s])
+                                        for s in ("measured", "modelled")))}
     acc_err = out["accuracy_median_abs_error_points"].get(f"loo_{calibration.CURVE_MODEL}")
     out["goals"] = {
         "accuracy median abs error <= 5 points (loo, CURVE_MODEL)": acc_err is not None and acc_err <= 5,
         "training time median error <= 25%": out["time_median_rel_error"] is not None
         and out["time_median_rel_error"] <= 0.25,
+        "p95 median error <= 25% (all deployed runs)": out["p95"]["all"]["median_rel_error"] is not None
+        and out["p95"]["all"]["median_rel_error"] <= 0.25,
     }
     return out
 
@@ -284,6 +322,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=lambda t: [int(x) for x in t.split(",")], default=list(SIZES),
                     help="comma-separated example budgets the runs rotate over (batch 8)")
     ap.add_argument("--work-dir", type=Path, default=Path("runs") / "bench" / "plan-calibration")
+    ap.add_argument("--runs-dir", type=Path, default=None, help="agent runs whose planned vs deployed p95 are "
+                    "compared [default: the runs dir, STRATOS_RUNS_DIR]")
     add_threads(ap)
     add_out(ap, "plan_calibration.json")
     args = ap.parse_args()
@@ -292,7 +332,8 @@ def main() -> None:
     new += stream_runs(args.stream, args) if args.stream else []
     stored = [c for c in calibration.curves(TASK) if c.final is not None]
     acc, times = accuracy_rows(stored), time_rows(stored)
-    summary = summarise(acc, times)
+    latency = latency_rows(args.runs_dir or get_settings().runs_dir)
+    summary = summarise(acc, times, latency)
     result = {
         "benchmark": "plan_calibration",
         "command": f"python evals/plan_calibration.py --run {args.run} --stream {args.stream} "
@@ -306,6 +347,7 @@ def main() -> None:
         "summary": summary,
         "accuracy": acc,
         "time": times,
+        "latency": latency,
         "curve_points": [{"run": c.run, "student": c.student, "method": c.method, "examples_per_s": c.examples_per_s,
                           "load_avg": c.load_avg, "points": [[p.examples, p.exact, p.n, p.seconds] for p in c.points]}
                          for c in stored],
@@ -318,6 +360,9 @@ def main() -> None:
     for r in times:
         pred = f"{r['predicted_s']:.0f} s" if r["predicted_s"] else "-"
         print(f"{r['student']:>18} {r['method']:>10} {r['examples']:>5} ex: {r['measured_s']:.0f} s measured, {pred} predicted")
+    for r in latency:
+        print(f"{r['run']}: {r['student']} p95 planned {r['planned_ms']:.0f} ms ({r['latency_source']}), "
+              f"deployed {r['measured_ms']:.0f} ms ({r['requests']} requests at concurrency {r['concurrency']})")
     print(summary)
     save_json(result, args.out, indent=1)
 

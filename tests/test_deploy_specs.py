@@ -8,6 +8,7 @@ import pytest
 import yaml
 from stratos_agent.tools import engine_launch as el
 from stratos_agent.tools import launch_specs as ls
+from stratos_agent.tools import precision
 
 from stratos_agent.errors import InputError, ResourceError
 from stratos_agent.records.plans import Plan, PlanPoint
@@ -29,7 +30,26 @@ def plan_for(gpu="H100", gpus=8, replicas=3, server="aws:p5.48xlarge:us-east-1")
                 candidates=1, catalog_date="2025-08-01", catalog_age_days=1, created="now")
 
 
-def test_vllm_cpu_command_is_small_and_keyless():
+@pytest.fixture
+def pin_bf16(monkeypatch):
+    """Pin tools/precision's measured choice (its answer is memoised per process: cleared around the test)."""
+    def pin(value: str) -> None:
+        monkeypatch.setenv(precision.ENV, value)
+        precision.use_bf16.cache_clear()
+
+    yield pin
+    precision.use_bf16.cache_clear()
+
+
+@pytest.mark.parametrize(("bf16", "dtype"), [("1", "bfloat16"), ("0", "float32")])
+def test_vllm_cpu_serves_bf16_only_where_measured_faster(pin_bf16, bf16, dtype):
+    pin_bf16(bf16)
+    spec = el.vllm_launch("/m", served_model_name="student", port=8123, device="cpu", python="/venv/python")
+    assert spec.argv[spec.argv.index("--dtype") + 1] == dtype
+
+
+def test_vllm_cpu_command_is_small_and_keyless(pin_bf16):
+    pin_bf16("1")
     spec = el.vllm_launch("/m", served_model_name="student", port=8123, device="cpu", python="/venv/python",
                           max_model_len=1024, kv_cache_gb=2, max_num_seqs=4)
     assert spec.argv[:5] == ["/venv/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/m"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 from stratos_agent.tools import latency_probe, planning
+from stratos_agent.tools.load_test import MIN_BUDGETED_REQUESTS
 from stratos_agent.tools.planning.serving import serving_table
-from stratos_agent.tools.request_shape import task_shape
+from stratos_agent.tools.request_shape import answer_lengths, task_shape
 from stratos_agent.tools.survey import plan_measured
 
 from stratos_agent.records.plans import PairTable
@@ -43,15 +44,40 @@ def test_a_probe_replaces_the_modelled_local_p95_only_at_its_concurrency():
 @pytest.mark.slow
 def test_vllm_probe_is_cached_and_the_plan_carries_it(monkeypatch):
     monkeypatch.setenv(latency_probe.ENV_SWITCH, "1")
+    shape = task_shape("mahjong", tokenizer_model="mahjong-micro-2m")
+    lengths = answer_lengths("mahjong", tokenizer_model="mahjong-micro-2m")
     fresh = latency_probe.probe_student("mahjong", "mahjong-micro-2m", concurrency=2, refresh=True)
     assert fresh.errors == 0 and 0 < fresh.p50_ms <= fresh.p95_ms
-    assert fresh.output_tokens == task_shape("mahjong", tokenizer_model="mahjong-micro-2m").output_tokens
+    # the time budget may cut the request count on a busy machine, never below its floor
+    assert MIN_BUDGETED_REQUESTS <= fresh.requests <= latency_probe.PROBE_REQUESTS
+    assert fresh.output_tokens == shape.output_tokens  # the p95 of the forced distribution
+    assert latency_probe.cached_probe("mahjong-micro-2m", lengths, 2) == fresh
     assert latency_probe.probe_student("mahjong", "mahjong-micro-2m", concurrency=2) == fresh  # cache hit
 
     spec = _local_spec()
     pairs = PairTable(pairs=planning.prepare(spec, gpus=["CPU"]).pairs)
-    plan = plan_measured(spec, ["CPU"], pairs)  # no shapes: the spec's traffic (8 answer tokens, as measured)
+    # the student's own shape: the plan probes its answer-length distribution (the cached probe above)
+    plan = plan_measured(spec, ["CPU"], pairs, shapes={"mahjong-micro-2m": shape})
     assert plan.chosen is not None and plan.chosen.student == "mahjong-micro-2m"
     assert plan.chosen.latency_source == "measured"
     assert plan.chosen.p95_ms == pytest.approx(fresh.p95_ms)
     assert plan.latency_probes == [fresh]
+
+
+@pytest.mark.slow
+def test_vllm_generates_exactly_the_forced_lengths():
+    """vLLM honours min_tokens = max_tokens with ignore_eos: the served answers have the forced lengths."""
+    from stratos_agent.tools import deploy
+    from stratos_agent.tools.load_test import load_test
+
+    from stratos_agent.models import local_model_path
+
+    lengths = answer_lengths("mahjong", tokenizer_model="mahjong-micro-2m")
+    folder = local_model_path("mahjong-micro-2m")
+    dep = deploy.deploy_local(folder, name="test-forced-lengths", smoke=False, task="mahjong")
+    try:
+        test = load_test(dep.base_url, dep.model, latency_probe.probe_pack("mahjong", folder),
+                         requests=len(lengths), concurrency=2, warmup=0, forced_lengths=lengths)
+    finally:
+        deploy.stop_deployment(dep)
+    assert test.errors == 0 and test.output_tokens == pytest.approx(sum(lengths) / len(lengths))

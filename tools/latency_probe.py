@@ -5,21 +5,27 @@ The roofline models a request as prefill + decode; a served request also pays HT
 detokenisation, which on 2 CPU cores is most of a micro student's latency (the roofline said 36 ms, the
 deployed endpoint answered at 123 ms). So the plan times the engine itself: the untrained student (same
 architecture, tokenizer and chat template as the trained one: latency does not depend on weight values)
-answers `requests` real prompts with its answer length forced to the student's request shape. Cached per
-hardware fingerprint + model + output length + concurrency + engine; the machine's load is recorded.
+answers real prompts through the same load test the deployed endpoint gets afterwards
+(tools/load_test.py: same warm-up, request count and concurrency), each answer forced to the length of a
+real answer in the student's tokenizer (the distribution of tools/request_shape.answer_lengths, not its
+p95: forcing every answer to the p95 times longer answers than the trained student gives). Cached per
+hardware fingerprint + model + forced length distribution + request count + concurrency + engine; the
+machine's load is recorded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stratos_agent.tools.load_test import load_test
+from stratos_agent.tools.load_test import LOAD_TEST_REQUESTS, load_test
 from stratos_agent.tools.machine_peaks import hardware_fingerprint
-from stratos_agent.tools.request_shape import task_shape
+from stratos_agent.tools.request_shape import answer_lengths, answer_p95
 
 from stratos_agent.errors import ServiceError
 from stratos_agent.files import write_text_atomic
@@ -31,8 +37,10 @@ from stratos_agent.settings import get_settings
 from stratos_agent.tasks.base import TaskPack
 from stratos_agent.tasks.recipes import recipe_for
 
-PROBE_REQUESTS = 128  # policy: as many as the load test after deploy (its default), so both p95s read alike
-WARMUP_REQUESTS = 32  # with fewer (4 tried) the engine's first batches set p95: 322 ms vs 141 ms deployed
+PROBE_REQUESTS = LOAD_TEST_REQUESTS  # policy: as many as the load test after deploy, so both p95s read alike
+# policy: a plan waits about a minute for the timed requests, whatever the machine's load (the load test
+# after deploy has no budget, so it runs at least as many requests as the probe)
+PROBE_BUDGET_S = 60.0
 ENGINE = "vllm"
 ENV_SWITCH = "STRATOS_LATENCY_PROBE"  # "0": plan with the roofline only (fast tests, no engine here)
 
@@ -46,14 +54,17 @@ def enabled() -> bool:
     return find_spec("vllm") is not None
 
 
-def _probe_path(model: str, output_tokens: int, concurrency: int, hardware: str) -> Path:
+def _probe_path(model: str, lengths: Sequence[int], concurrency: int, requests: int, hardware: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
-    name = f"{safe}-o{output_tokens}-c{concurrency}-{ENGINE}-{hardware}.json"
+    # the forced lengths as a multiset: another answer notation or tokenizer is another probe
+    digest = hashlib.sha256(",".join(map(str, sorted(lengths))).encode()).hexdigest()[:12]
+    name = f"{safe}-len{digest}-n{requests}-c{concurrency}-{ENGINE}-{hardware}.json"
     return get_settings().cache_dir / "latency-probe" / name
 
 
-def cached_probe(model: str, output_tokens: int, concurrency: int) -> LatencyProbe | None:
-    path = _probe_path(model, output_tokens, concurrency, hardware_fingerprint(_threads()).key)
+def cached_probe(model: str, lengths: Sequence[int], concurrency: int,
+                 requests: int = PROBE_REQUESTS) -> LatencyProbe | None:
+    path = _probe_path(model, lengths, concurrency, requests, hardware_fingerprint(_threads()).key)
     return LatencyProbe.model_validate_json(path.read_text()) if path.is_file() else None
 
 
@@ -66,41 +77,48 @@ def probe_pack(task: str, folder: Path) -> TaskPack:
     return pack_for_model(folder) or recipe_for(task).pack(task, "student")
 
 
-def forced_load_test(dep: Deployment, pack: TaskPack, *, concurrency: int, output_tokens: int,
-                     requests: int) -> LoadTest:
-    """The probe's measurement of a served model: the task's prompts, every answer exactly `output_tokens`
-    long (an untrained stand-in's own answers mean nothing)."""
+def forced_lengths(task: str, model: str, output_tokens: int | None = None) -> list[int]:
+    """The answer lengths a probe of `model` forces: `output_tokens` alone when the user stated the traffic
+    shape, else the lengths of real answers in the student's own tokenizer and prompt variant."""
+    return [output_tokens] if output_tokens else answer_lengths(task, tokenizer_model=model)
+
+
+def forced_load_test(dep: Deployment, pack: TaskPack, *, concurrency: int, lengths: Sequence[int],
+                     requests: int = PROBE_REQUESTS) -> LoadTest:
+    """The probe's measurement of a served model: the deployed endpoint's load test with the task's prompts,
+    each answer forced to one of `lengths` (an untrained stand-in's own answers mean nothing), its request
+    count cut to PROBE_BUDGET_S where the machine is slow."""
     return load_test(dep.base_url, dep.model, pack, requests=requests, concurrency=concurrency,
-                     max_tokens=output_tokens, exact_tokens=True)
+                     forced_lengths=lengths, time_budget_s=PROBE_BUDGET_S)
 
 
 def probe_student(task: str, model: str, *, concurrency: int, output_tokens: int | None = None,
                   requests: int = PROBE_REQUESTS, refresh: bool = False) -> LatencyProbe:
-    """The student's p50/p95 from the engine itself (cached); `output_tokens` defaults to the answer p95 of
-    the student's own request shape (tools/request_shape.task_shape)."""
+    """The student's p50/p95 from the engine itself (cached). `output_tokens`: every answer that long (a
+    user-stated traffic shape); None: answers as long as the student's real ones (`forced_lengths`)."""
     from stratos_agent.tools import deploy
 
-    output_tokens = output_tokens or task_shape(task, tokenizer_model=model).output_tokens
-    if not refresh and (hit := cached_probe(model, output_tokens, concurrency)) is not None:
+    lengths = forced_lengths(task, model, output_tokens)
+    if not refresh and (hit := cached_probe(model, lengths, concurrency, requests)) is not None:
         return hit
     folder = local_model_path(model)
-    pack = probe_pack(task, folder)
     fp = hardware_fingerprint(_threads())
     state = get_settings().cache_dir / "latency-probe" / "server"
     dep = deploy.deploy_local(folder, name=f"latency-probe-{re.sub(r'[^a-z0-9-]+', '-', model.lower())}",
                               engine=ENGINE, task=task.split(":")[0], smoke=False, state_dir=state)
-    try:  # a first round warms the fresh engine: its first batches of each size are slow to set up
-        for n in (WARMUP_REQUESTS, requests):
-            test = forced_load_test(dep, pack, concurrency=concurrency, output_tokens=output_tokens, requests=n)
+    try:
+        test = forced_load_test(dep, probe_pack(task, folder), concurrency=concurrency, lengths=lengths,
+                                requests=requests)
     finally:
         deploy.stop_deployment(dep)
-    if test.errors == requests:
+    if test.errors == test.requests:
         raise ServiceError(f"every request of the latency probe of {model} failed (server log: {dep.log_path})")
     probe = LatencyProbe(
-        model=model, engine=ENGINE, hardware=fp.key, concurrency=concurrency, output_tokens=output_tokens,
-        prompt_tokens=test.prompt_tokens, requests=requests, errors=test.errors, p50_ms=test.p50_ms,
+        model=model, engine=ENGINE, hardware=fp.key, concurrency=concurrency, output_tokens=answer_p95(lengths),
+        prompt_tokens=test.prompt_tokens, requests=test.requests, errors=test.errors, p50_ms=test.p50_ms,
         p95_ms=test.p95_ms, load_avg=round(os.getloadavg()[0], 2),
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    write_text_atomic(_probe_path(model, output_tokens, concurrency, fp.key), json.dumps(probe.model_dump(), indent=1))
+    write_text_atomic(_probe_path(model, lengths, concurrency, requests, fp.key),
+                      json.dumps(probe.model_dump(), indent=1))
     return probe

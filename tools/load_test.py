@@ -1,18 +1,50 @@
 """A short load test of a live OpenAI-compatible endpoint with the task's real prompts.
 
 The plan's p95 is a measurement on this machine (or a model elsewhere); this is the check afterwards:
-the deployed endpoint, at the spec's concurrency, with held-out prompts as the student sees them.
+the deployed endpoint, at the spec's concurrency, with held-out prompts as the student sees them. The
+plan's probe (tools/latency_probe.py) calls the same function with the same defaults, so both p95s are
+read alike: the same warm-up, request count, prompt distribution and concurrency.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from stratos_agent.tools.evaluate import percentile
 
 from stratos_agent.records.deployment import LoadTest
 from stratos_agent.tasks.base import TaskPack
+
+# policy: p95 of 256 is the 13th-largest latency, of 128 the 7th, which a single slow batch sets on shared
+# cores. At concurrency 4 here a micro student answers 32 + 256 in ~9 s; SmolLM2 (vLLM bf16 on this AVX2
+# CPU) ~1.4 requests/s, so the probe's time budget cuts it to 64 (evals/results/plan_latency_probe_cost.json)
+LOAD_TEST_REQUESTS = 256
+WARMUP_REQUESTS = 32  # with 4 the engine's first batches (slow to set up) set the probe's p95: 322 vs 141 ms
+# policy: a time budget never cuts a load test below 64 requests (p95 = the 4th-largest latency, not the
+# slowest one); a long-answer task on a busy machine can need minutes even for those (SmolLM2-half on GSM8K
+# answers ~1 request/s here with another server beside it)
+MIN_BUDGETED_REQUESTS = 64
+
+
+def budgeted_requests(wanted: int, warmup_s_per_request: float, budget_s: float) -> int:
+    """How many of `wanted` requests fit `budget_s` at the warm-up's pace (at least MIN_BUDGETED_REQUESTS):
+    the warm-up is the slowest part of a test, so the timed requests stay inside the budget."""
+    fit = int(budget_s / warmup_s_per_request) if warmup_s_per_request > 0 else wanted
+    return min(wanted, max(MIN_BUDGETED_REQUESTS, fit))
+
+
+def spread_lengths(lengths: Sequence[int], n: int, seed: int) -> list[int]:
+    """`n` answer lengths in which each of `lengths` appears equally often (the remainder a seeded draw
+    without repeats), shuffled: a round follows the measured distribution exactly, not a sample of it."""
+    rng, pool = random.Random(seed), sorted(lengths)  # sorted: the same multiset spreads the same way
+    spread = pool * (n // len(pool)) + rng.sample(pool, n % len(pool))
+    rng.shuffle(spread)
+    return spread
 
 
 def load_test(
@@ -20,36 +52,53 @@ def load_test(
     model: str,
     pack: TaskPack,
     *,
-    requests: int = 128,
+    requests: int = LOAD_TEST_REQUESTS,
     concurrency: int = 4,
     max_tokens: int = 32,
     api_key: str | None = None,
     seed: int = 11,
-    exact_tokens: bool = False,
+    warmup: int = WARMUP_REQUESTS,
+    forced_lengths: Sequence[int] | None = None,
+    time_budget_s: float | None = None,
 ) -> LoadTest:
-    """`requests` chat completions, `concurrency` in flight; latency per request (wall, client side).
-    `exact_tokens`: every answer is exactly `max_tokens` long (vLLM's `min_tokens` + `ignore_eos`), for a
-    model whose own answers mean nothing yet (an untrained stand-in timed before training)."""
+    """`requests` chat completions, `concurrency` in flight, after `warmup` untimed ones (other prompts);
+    latency per request (wall, client side).
+
+    `forced_lengths`: the answer lengths to force, for a model whose own answers mean nothing yet (an
+    untrained stand-in timed before training): each request's answer is exactly one of them long (vLLM's
+    `min_tokens` = `max_tokens` + `ignore_eos`), every length equally often (`spread_lengths`); `max_tokens`
+    then does not apply. `time_budget_s`: fewer requests where `requests` would take longer at the
+    warm-up's pace (`budgeted_requests`; the result says how many ran)."""
     from openai import OpenAI
 
     client = OpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=120.0)
-    prompts = [pack.chat_messages(item) for item in pack.sample(requests, seed=seed)]
-    forced = {"min_tokens": max_tokens, "ignore_eos": True} if exact_tokens else None
 
-    def one(messages: list[dict[str, str]]) -> tuple[float, int, int] | None:
+    def batch(n: int, batch_seed: int) -> list[tuple[list[dict[str, str]], int, dict[str, Any] | None]]:
+        prompts = [pack.chat_messages(item) for item in pack.sample(n, seed=batch_seed)]
+        if forced_lengths is None:
+            return [(p, max_tokens, None) for p in prompts]
+        lengths = spread_lengths(forced_lengths, n, batch_seed)
+        return [(p, k, {"min_tokens": k, "ignore_eos": True}) for p, k in zip(prompts, lengths, strict=True)]
+
+    def one(request: tuple[list[dict[str, str]], int, dict[str, Any] | None]) -> tuple[float, int, int] | None:
+        messages, tokens, extra = request
         start = time.perf_counter()
         try:
-            reply = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
-                                                   temperature=0.0, extra_body=forced)
+            reply = client.chat.completions.create(model=model, messages=messages, max_tokens=tokens,
+                                                   temperature=0.0, extra_body=extra)
         except Exception:  # noqa: BLE001 - a failed request is counted, not fatal
             return None
         usage = reply.usage
         return time.perf_counter() - start, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0
 
-    start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        results = list(pool.map(one, prompts))
-    wall = time.perf_counter() - start
+        start = time.perf_counter()
+        list(pool.map(one, batch(warmup, seed + 1)))  # a fresh engine sets up each batch size on first use
+        if time_budget_s is not None and warmup:
+            requests = budgeted_requests(requests, (time.perf_counter() - start) / warmup, time_budget_s)
+        start = time.perf_counter()
+        results = list(pool.map(one, batch(requests, seed)))
+        wall = time.perf_counter() - start
     ok = [r for r in results if r is not None]
     latencies = [r[0] for r in ok] or [float("nan")]
     return LoadTest(
@@ -57,4 +106,5 @@ def load_test(
         p50_ms=round(percentile(latencies, 50) * 1000, 1), p95_ms=round(percentile(latencies, 95) * 1000, 1),
         prompt_tokens=sum(r[1] for r in ok) / len(ok) if ok else None,
         output_tokens=sum(r[2] for r in ok) / len(ok) if ok else None, wall_s=round(wall, 2),
+        load_avg=round(os.getloadavg()[0], 2),
     )

@@ -121,7 +121,7 @@ def plan_measured(spec: DistillationSpec, gpus: list[str] | None, pairs: PairTab
             else:
                 timed[todo[1]] = latency_probe.probe_student(
                     spec.task, todo[1], concurrency=spec.traffic.concurrency,
-                    output_tokens=shape_of(spec, inputs, todo[1])[1])
+                    output_tokens=None if todo[1] in shapes else spec.traffic.output_tokens)
         except (StratosError, RuntimeError) as exc:  # the figure stays a prior/model, and says so
             log.warning("%s of %s failed; its figure stays unmeasured: %s", todo[0], todo[1], exc)
 

@@ -94,6 +94,7 @@ class LoadTest(BaseModel):
     prompt_tokens: float | None = Field(default=None, description="Mean prompt tokens the server reported.")
     output_tokens: float | None = Field(default=None, description="Mean completion tokens the server reported.")
     wall_s: float
+    load_avg: float | None = Field(default=None, description="1-minute load average right after the timed requests.")
 
 
 class Deployment(BaseModel):
