@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from rich.console import Console
 from stratos_agent.tools import calibration
@@ -54,6 +55,11 @@ def _folder(task: str, student: str, method: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw)
 
 
+def pilots_dir() -> Path:
+    """Where finished pilots are kept (a rerun on this machine reuses them)."""
+    return get_settings().cache_dir / "pilots"
+
+
 def run_pilot(plan: Plan, point: PlanPoint, *, seconds: float | None = None,
               console: Console | None = None) -> LearningCurve:
     """Train `point` as the plan would for `seconds` (default PILOT_SECONDS; less when the planned run is
@@ -65,7 +71,7 @@ def run_pilot(plan: Plan, point: PlanPoint, *, seconds: float | None = None,
     seconds = seconds or PILOT_SECONDS
     task = plan.task
     method = pilot_method(point)
-    root = get_settings().cache_dir / "pilots" / _folder(task, point.student, method)
+    root = pilots_dir() / _folder(task, point.student, method)
     saved = root / "curve.json"  # a finished pilot: its curve, put back in the store if the store lost it
     if saved.is_file():
         curve = LearningCurve.model_validate_json(saved.read_text())
