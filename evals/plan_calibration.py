@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import add_out, add_threads, machine_info, make_parser, now, save_json
-from stratos_agent.tools import calibration
+from stratos_agent.tools import calibration, curve_fit
 
 from stratos_agent.records.calibration import LearningCurve
 from stratos_agent.settings import get_settings
@@ -177,7 +177,7 @@ def accuracy_rows(all_curves: list[LearningCurve]) -> list[dict]:
                "measured": final.exact, "n": final.n, "other_runs": len(others), "prior": _prior(c),
                "mean_of_others": float(np.mean([o.final.exact for o in others])) if others else None,
                "others_last": max((o.final.examples for o in others), default=None)}
-        for model in calibration.MODELS:
+        for model in curve_fit.MODELS:
             for name, pool in (("loo", others), ("pilot", [*others, half])):
                 cs = calibration.build_curve_set(c.task, c.student, c.method, pool, model)
                 out = cs.predict([final.examples])
@@ -188,7 +188,7 @@ def accuracy_rows(all_curves: list[LearningCurve]) -> list[dict]:
         own = [p for p in c.points if 0 < p.examples <= final.examples / 2]
         if len(own) >= calibration.MIN_POINTS:  # the run's own first half alone, extrapolated 2x
             prefix = c.model_copy(update={"points": own})
-            for model in calibration.MODELS:
+            for model in curve_fit.MODELS:
                 out = calibration.build_curve_set(c.task, c.student, c.method, [prefix], model).predict(
                     [final.examples])
                 if out["source"][0] == calibration.SOURCES.index("fitted"):
@@ -258,7 +258,7 @@ def summarise(acc: list[dict], times: list[dict], latency: list[dict]) -> dict:
             [100 * abs(r[key]["value"] - r["measured"]) for r in hit])
         out.setdefault("interval_coverage", {})[key] = (
             round(sum(r[key]["low"] <= r["measured"] <= r[key]["high"] for r in hit) / len(hit), 3) if hit else None)
-    for key in (f"loo_{m}" for m in calibration.MODELS):  # the same split by where the figure came from
+    for key in (f"loo_{m}" for m in curve_fit.MODELS):  # the same split by where the figure came from
         for source in ("measured", "fitted"):
             hit = [r for r in acc if r[key]["source"] == source]
             out.setdefault("by_source", {})[f"{key}_{source}"] = {
@@ -266,7 +266,7 @@ def summarise(acc: list[dict], times: list[dict], latency: list[dict]) -> dict:
                                                                       for r in hit]),
                 "max_extrapolation": max((r["examples"] / r["others_last"] for r in hit if r["others_last"]),
                                          default=None)}
-    for model in calibration.MODELS:
+    for model in curve_fit.MODELS:
         hit = [r for r in acc if f"self_prefix_{model}" in r]
         out.setdefault("self_prefix_2x", {})[model] = {
             "runs": len(hit), "median_abs_error_points": _median(
@@ -288,9 +288,9 @@ def summarise(acc: list[dict], times: list[dict], latency: list[dict]) -> dict:
     # self-prefix rows, pooled, decide `CURVE_MODEL`.
     extrap = {m: [100 * abs(r[f"loo_{m}"]["value"] - r["measured"]) for r in acc if r[f"loo_{m}"]["source"] == "fitted"]
               + [100 * abs(r[f"self_prefix_{m}"]["value"] - r["measured"]) for r in acc if f"self_prefix_{m}" in r]
-              for m in calibration.MODELS}
+              for m in curve_fit.MODELS}
     out["extrapolated_median_abs_error_points"] = {m: {"n": len(v), "median": _median(v)} for m, v in extrap.items()}
-    out["best_curve_model"] = min(calibration.MODELS, key=lambda m: _median(extrap[m]) or 1e9)
+    out["best_curve_model"] = min(curve_fit.MODELS, key=lambda m: _median(extrap[m]) or 1e9)
     out["p95"] = {source: {"runs": len(hit), "median_rel_error": _median([r["rel_error"] for r in hit]),
                            "within_25pct": _within(hit, "rel_error")}
                   for source, hit in (("all", latency),

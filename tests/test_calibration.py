@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stratos_agent.tools import calibration
+from stratos_agent.tools import calibration, curve_conditions, curve_fit
 from stratos_agent.tools.calibration import method_key, predict_accuracy, record_curve
 
 from stratos_agent.records.calibration import CurvePoint, LearningCurve
@@ -30,7 +30,7 @@ def curve(xs, ys, *, n=400, student="s", method="sft-full", hardware="hw", eps=5
 
 def synthetic(run: str, seed: int, xs=(100, 200, 400, 800, 1600), n=400, **kw) -> LearningCurve:
     rng = np.random.default_rng(seed)
-    ys = [rng.binomial(n, calibration._exp(x, *TRUE)) / n for x in xs]
+    ys = [rng.binomial(n, curve_fit._exp(x, *TRUE)) / n for x in xs]
     return curve(xs, ys, n=n, run=run, **kw)
 
 
@@ -57,7 +57,7 @@ def test_store_is_append_only_filters_and_skips_unreadable_files(store, caplog):
 
 def test_fit_recovers_known_parameters():
     xs = np.geomspace(50, 5000, 12)
-    fit = calibration.fit_points(xs, calibration._exp(xs, *TRUE), np.full(xs.shape, 100_000))
+    fit = calibration.fit_points(xs, curve_fit._exp(xs, *TRUE), np.full(xs.shape, 100_000))
     assert fit.params == pytest.approx(TRUE, rel=0.02)
     noisy = [synthetic(f"r{i}", i) for i in range(3)]
     cs = calibration.build_curve_set("t", "s", "sft-full", noisy)
@@ -70,7 +70,7 @@ def test_measured_fitted_and_interval_widens_with_extrapolation(store):
         record_curve(synthetic(f"r{i}", i))
     inside = predict_accuracy("t", "s", "sft-full", 1000)
     assert inside.source == "measured" and inside.curves == 2
-    assert inside.value == pytest.approx(calibration._exp(1000, *TRUE), abs=0.05)
+    assert inside.value == pytest.approx(curve_fit._exp(1000, *TRUE), abs=0.05)
     near = predict_accuracy("t", "s", "sft-full", 3000)
     far = predict_accuracy("t", "s", "sft-full", 60_000)
     for p in (near, far):
@@ -206,7 +206,7 @@ def recipe(lr=1e-4, schedule="constant_with_warmup") -> tuple[float, dict]:
 
     config = TrainConfig(run_name="x", base_model="s", data=Path("."), lora=False, learning_rate=lr, batch_size=8,
                          lr_scheduler=schedule)
-    return lr, calibration.recipe_of(config)
+    return lr, curve_conditions.recipe_of(config)
 
 
 def tagged(c: LearningCurve, mix: str, lr_recipe=None) -> LearningCurve:
@@ -244,11 +244,11 @@ def test_matching_curves_are_preferred(store):
     for i in range(2):  # the planned conditions ...
         record_curve(tagged(synthetic(f"same{i}", i), "dataset"))
     for i in range(2):  # ... and runs that validated on an even hold-out, scoring far higher
-        ys = [min(1.0, y + 0.3) for y in calibration._exp([100, 200, 400, 800, 1600], *TRUE)]
+        ys = [min(1.0, y + 0.3) for y in curve_fit._exp([100, 200, 400, 800, 1600], *TRUE)]
         record_curve(tagged(curve([100, 200, 400, 800, 1600], ys, run=f"even{i}"), "even"))
     p = predict_accuracy("t", "s", "sft-full", 1000, conditions=target())
     assert p.match == "same" and p.label == "measured" and p.curves == 2
-    assert p.value == pytest.approx(calibration._exp(1000, *TRUE), abs=0.05)
+    assert p.value == pytest.approx(curve_fit._exp(1000, *TRUE), abs=0.05)
     unconditioned = predict_accuracy("t", "s", "sft-full", 1000)
     assert unconditioned.match == "any" and unconditioned.curves == 4 and unconditioned.value > p.value + 0.1
 
@@ -328,7 +328,7 @@ def test_the_plan_reads_curves_of_the_recipe_it_will_run(tmp_path):
         plan = Plan.model_construct(task="mahjong", why="", chosen=PlanPoint.model_construct(
             student=student, teacher="smollm2-135m", strategy=strategy, lora_rank=rank))
         config = config_from_plan(plan, data, recipe_for("mahjong"), run_name="r", max_steps=100)
-        expect = calibration.planned(PLAN_VALIDATION, config)
+        expect = curve_conditions.planned(PLAN_VALIDATION, config)
         assert planned_conditions(get_registry().get(student), rank) == expect, (student, strategy, rank)
         seen.add(expect)
     assert len(seen) == 3  # stream, full and LoRA rates differ (logit KD keeps its rank's rate)

@@ -8,29 +8,19 @@ it; tests point it at an empty folder), written atomically under a unique name a
     from stratos_agent.tools import calibration
     calibration.record_curve(curve)
     p = calibration.predict_accuracy("mahjong", "smollm2-135m", calibration.method_key(16), 6000, prior=0.06,
-                                     conditions=calibration.planned("dataset", train_config))
+                                     conditions=planned("dataset", train_config))  # tools/curve_conditions
     p.value, p.low, p.high, p.label     # label: measured | fitted | prior, qualified "(other validation mix)"
 
 Comparable curves. Curves are keyed by (task, student, method); within a key, a curve also records its
 `Conditions`: where its validation items came from (`validation_mix`: a run scores 46% on an even hold-out
 and 28% on a natural one, evals/results/mahjong_quality_micro-6m.json) and its recipe (learning rate, batch,
-schedule, stream mix and weighting: `recipe_of`). A prediction for given conditions reads only the curves
+schedule, stream mix and weighting: `curve_conditions.recipe_of`). A prediction for given conditions reads only the curves
 that match them; when none does, the closest tier (same validation mix first, then same recipe, then
 neither), labelled so (`Prediction.match`) and widened by `MISMATCH_SHIFT`. Old files load as 'unknown',
 which matches nothing: they are a fallback.
 
-Accuracy model, per (task, student, method) and conditions, fitted on every recorded point with examples > 0:
-
-    acc(x) = a - b * exp(-x / k)      a in [0, 1] (the ceiling), b >= 0, k > 0 examples
-
-a saturating curve. The inverse power law a - b x^-c (Figueroa et al. 2012) is the other usual choice;
-evals/plan_calibration.py fits both on 14 real Mahjong runs (SmolLM2-135M full/LoRA-16, its half-depth
-student, the micro students) and `CURVE_MODEL` is the one with the lower median absolute error where
-the models differ, on extrapolated finals (4 leave-one-run-out up to 1.5x + 4 from the run's own first
-half, 2x): exp 4.2 points, power 5.0 (evals/results/plan_calibration.json). Neither was tested beyond
-2x: the recorded runs are short.
-Points are weighted by their binomial standard error ((k+1)/(n+2) so 0% is not infinitely sure); the
-fit's covariance is inflated by the reduced chi-square when runs disagree more than sampling explains.
+The accuracy model and its fit: tools/curve_fit.py. Conditions and run-to-run spread:
+tools/curve_conditions.py.
 
 Intervals are 95% prediction intervals for the next run's measured figure, not for the mean curve, so
 three variances add: the mean's (delta method on the fit's covariance, or the binomial error of the
@@ -58,22 +48,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+from stratos_agent.tools.curve_conditions import (
+    MIN_POINTS,
+    Conditions,
+    RunSpread,
+    Series,
+    comparable,
+    conditions_of,
+    fittable,
+    run_spread,
+    same_trajectory,
+    series_of,
+)
+from stratos_agent.tools.curve_fit import CURVE_MODEL, Fit, fit_points, sigma
 from stratos_agent.tools.evaluate import Z95
 
 from stratos_agent.files import write_text_new
-from stratos_agent.records.calibration import CurveMatch, LearningCurve, Prediction, ValidationMix
+from stratos_agent.records.calibration import CurveMatch, LearningCurve, Prediction
 from stratos_agent.settings import get_settings
-
-if TYPE_CHECKING:
-    from stratos_agent.records.training import TrainConfig
 
 log = logging.getLogger(__name__)
 
 STORE_ENV = "STRATOS_CALIBRATION_DIR"
-MIN_POINTS = 3  # points (examples > 0) a curve needs before it counts for a fit
 FAR = 4.0  # extrapolating beyond FAR x the last measured point widens the interval
 SOURCES = ("measured", "fitted", "prior")
 # Policy, from measurements: a figure read off curves of another validation mix or recipe can be off by as
@@ -89,68 +87,6 @@ def method_key(lora_rank: int, stream: bool = False) -> str:
     if lora_rank < 0:
         raise ValueError(f"LoRA rank must be >= 0 (0 = full fine-tuning), got {lora_rank}")
     return f"{'stream' if stream else 'sft'}-{'full' if lora_rank == 0 else f'lora{lora_rank}'}"
-
-
-# --------------------------------------------------------------------------------- conditions
-Recipe = tuple[tuple[str, str | float], ...]
-
-
-@dataclass(frozen=True)
-class Conditions:
-    """What makes two curves of one (task, student, method) comparable: where the validation items came
-    from, and the recipe (learning rate, examples per step, and `recipe_of`'s knobs), as sorted pairs."""
-
-    validation_mix: ValidationMix
-    recipe: Recipe
-
-    def mismatch(self, other: Conditions) -> tuple[bool, bool]:
-        """(validation mix differs, recipe differs); 'unknown' matches nothing, not even itself."""
-        return (self.validation_mix != other.validation_mix or "unknown" in (self.validation_mix, other.validation_mix),
-                self.recipe != other.recipe)
-
-
-def _recipe(learning_rate: float, batch_size: int, knobs: dict[str, str | float]) -> Recipe:
-    return tuple(sorted({"learning_rate": float(learning_rate), "batch_size": int(batch_size), **knobs}.items()))
-
-
-def recipe_of(config: TrainConfig) -> dict[str, str | float]:
-    """The knobs (beyond learning rate and batch) a run of `config` records as `LearningCurve.recipe`: the
-    schedule, and for a stream the natural share and the difficulty weighting. Warm-up length is left out
-    on purpose: it moves the first points, not the level a budget reaches."""
-    knobs: dict[str, str | float] = {"schedule": config.lr_scheduler}
-    if config.stream:
-        knobs |= {"stream_mix": float(config.stream_mix), "weighting": config.stream_weighting}
-    return knobs
-
-
-def planned(validation_mix: ValidationMix, config: TrainConfig) -> Conditions:
-    """The conditions a run of `config` will record, validated on `validation_mix`."""
-    return Conditions(validation_mix, _recipe(config.learning_rate, config.batch_size * config.grad_accum,
-                                              recipe_of(config)))
-
-
-def conditions_of(curve: LearningCurve) -> Conditions:
-    return Conditions(curve.validation_mix, _recipe(curve.learning_rate, curve.batch_size, curve.recipe))
-
-
-MATCHES: dict[tuple[bool, bool], CurveMatch] = {
-    (False, False): "same", (False, True): "other recipe", (True, False): "other validation mix",
-    (True, True): "other validation mix and recipe",
-}
-
-
-def comparable(found: list[LearningCurve], target: Conditions | None) -> tuple[list[LearningCurve], CurveMatch]:
-    """The curves a prediction for `target` reads, and how they match it: those with the same conditions;
-    else the closest tier (the validation mix weighs more than the recipe: MATCHES' order) that has a
-    curve long enough to fit, else the closest tier. No target: every curve ('any')."""
-    if target is None or not found:
-        return found, "any"
-    tiers: dict[tuple[bool, bool], list[LearningCurve]] = {}
-    for c in found:
-        tiers.setdefault(target.mismatch(conditions_of(c)), []).append(c)
-    order = sorted(tiers)
-    best = next((t for t in order if any(_fittable(c) for c in tiers[t])), order[0])
-    return tiers[best], MATCHES[best]
 
 
 # --------------------------------------------------------------------------------- the store
@@ -233,153 +169,6 @@ def examples_per_second(task: str, student: str, method: str, hardware: str) -> 
     return float(np.median(rates)) if rates else None
 
 
-# --------------------------------------------------------------------------------- curve models
-def _exp(x, a, b, k):
-    return a - b * np.exp(-np.asarray(x, dtype=float) / k)
-
-
-def _power(x, a, b, c):
-    return a - b * np.power(np.asarray(x, dtype=float), -c)
-
-
-def _p0_exp(x, y):
-    a = min(1.0, float(y.max()) + 0.05)
-    k = float(np.median(x))
-    return [a, max(1e-3, (a - float(y.min())) * np.exp(float(x.min()) / k)), k]
-
-
-def _p0_power(x, y):
-    a = min(1.0, float(y.max()) + 0.05)
-    return [a, max(1e-3, (a - float(y.min())) * float(x.min()) ** 0.5), 0.5]
-
-
-MODELS = {
-    "exp": (_exp, _p0_exp, ([0.0, 0.0, 1.0], [1.0, 10.0, 1e7])),
-    "power": (_power, _p0_power, ([0.0, 0.0, 0.05], [1.0, 1e6, 3.0])),
-}
-CURVE_MODEL = "exp"
-
-
-@dataclass
-class Fit:
-    """A curve model fitted on pooled points: parameters, covariance, the data it rests on."""
-
-    model: str
-    params: np.ndarray
-    cov: np.ndarray
-    points: int
-    chi2_dof: float | None
-
-    def __call__(self, x) -> np.ndarray:
-        return MODELS[self.model][0](x, *self.params)
-
-    def variance(self, x) -> np.ndarray:
-        """Variance of the fitted mean at x (delta method, numerical gradient)."""
-        x = np.asarray(x, dtype=float)
-        grads = []
-        for i, p in enumerate(self.params):
-            h = 1e-6 * max(abs(p), 1e-3)
-            up, dn = self.params.copy(), self.params.copy()
-            up[i] += h
-            dn[i] -= h
-            grads.append((MODELS[self.model][0](x, *up) - MODELS[self.model][0](x, *dn)) / (2 * h))
-        g = np.stack(grads, axis=-1)
-        return np.clip(np.einsum("...i,ij,...j->...", g, self.cov, g), 0.0, None)
-
-
-def _sigma(y: np.ndarray, n: np.ndarray) -> np.ndarray:
-    p = (y * n + 1) / (n + 2)
-    return np.sqrt(p * (1 - p) / n)
-
-
-def fit_points(x, y, n, model: str = CURVE_MODEL) -> Fit | None:
-    """Weighted least-squares fit of `model` on points (examples, exact, items scored); None if it fails."""
-    from scipy.optimize import curve_fit
-
-    x, y, n = (np.asarray(v, dtype=float) for v in (x, y, n))
-    fn, p0, bounds = MODELS[model]
-    start = np.clip(p0(x, y), np.array(bounds[0]) + 1e-9, np.array(bounds[1]) - 1e-9)
-    try:
-        params, cov = curve_fit(fn, x, y, p0=start, sigma=_sigma(y, n), absolute_sigma=True,
-                                bounds=bounds, maxfev=20_000)
-    except (RuntimeError, ValueError) as exc:
-        log.info("calibration fit (%s) failed: %s", model, exc)
-        return None
-    dof = len(x) - len(params)
-    chi2 = float(np.sum(((fn(x, *params) - y) / _sigma(y, n)) ** 2))
-    chi2_dof = chi2 / dof if dof > 0 else None
-    if chi2_dof is not None and chi2_dof > 1:
-        cov = cov * chi2_dof  # runs disagree more than sampling noise explains
-    cov = np.where(np.isfinite(cov), cov, 1e6)
-    return Fit(model, params, cov, len(x), chi2_dof)
-
-
-# --------------------------------------------------------------------------------- run-to-run spread
-Series = tuple[np.ndarray, np.ndarray, np.ndarray]  # examples, exact, items scored; sorted by examples
-
-
-def _series(c: LearningCurve) -> Series:
-    pts = sorted(c.points, key=lambda p: p.examples)
-    return tuple(np.array([getattr(p, f) for p in pts], dtype=float) for f in ("examples", "exact", "n"))  # type: ignore[return-value]
-
-
-def _fittable(c: LearningCurve) -> bool:
-    return sum(p.examples > 0 for p in c.points) >= MIN_POINTS
-
-
-def same_trajectory(a: LearningCurve, b: LearningCurve) -> bool:
-    """Two runs of one seed, data and rate are one trajectory cut at two lengths (CPU training is
-    deterministic): every shared point (>= 2 after the start) has the same score. Such a run is not
-    an independent witness for the other."""
-    pa, pb = ({p.examples: p.exact for p in c.points if p.examples} for c in (a, b))
-    shared = set(pa) & set(pb)
-    return len(shared) >= 2 and all(pa[x] == pb[x] for x in shared)
-
-
-@dataclass(frozen=True)
-class RunSpread:
-    """How far one run lands from other runs of the same (task, student, method, conditions) beyond
-    binomial noise: a variance `share` x p(1-p) (it vanishes at 0% and 100%, as the binomial does),
-    measured on `comparisons` points of `groups` repeated groups; share 0 when nothing was repeated."""
-
-    share: float = 0.0
-    groups: int = 0
-    comparisons: int = 0
-
-    def variance(self, p) -> np.ndarray:
-        p = np.asarray(p, dtype=float)
-        return self.share * p * (1 - p)
-
-
-def run_spread(found: list[LearningCurve]) -> RunSpread:
-    """Moment estimate of the run-to-run spread: every point (examples > 0) of every curve against the
-    mean of the m independent runs of its group that reach it (interpolated, as a `measured` figure reads
-    them): E[d^2] = share p(1-p) (1 + 1/m), p the pooled level. Nothing is subtracted for validation
-    sampling: the repeated runs of a group score the same validation items (a benchmark's fixed val
-    split), so their differences carry none; where items differ, the estimate holds it too and errs wide."""
-    groups: dict[tuple, list[LearningCurve]] = {}
-    for c in found:
-        if c.points:
-            groups.setdefault((c.task, c.student, c.method, conditions_of(c)), []).append(c)
-    squares = scale = 0.0
-    used, comparisons = set(), 0
-    for key, members in groups.items():
-        for c in members:
-            others = [_series(o) for o in members if o is not c and o.run != c.run and not same_trajectory(o, c)]
-            for p in c.points:
-                reach = [s for s in others if s[0][0] <= p.examples <= s[0][-1]] if p.examples > 0 else []
-                if not reach:
-                    continue
-                mean = float(np.mean([np.interp(p.examples, xs, ys) for xs, ys, _ in reach]))
-                m = len(reach)
-                level = (p.exact + m * mean) / (m + 1)
-                squares += (p.exact - mean) ** 2
-                scale += level * (1 - level) * (1 + 1 / m)
-                used.add(key)
-                comparisons += 1
-    return RunSpread(squares / scale if scale > 0 else 0.0, len(used), comparisons)
-
-
 _SPREADS: dict[tuple, RunSpread] = {}
 
 
@@ -440,7 +229,7 @@ class CurveSet:
             source = np.where(reached, SOURCES.index("measured"), source)
             widen = np.where(reached, 1.0, widen)
         value = np.clip(value, 0.0, 1.0)
-        next_run = self.spread.variance(value) + _sigma(value, self.validation_n) ** 2
+        next_run = self.spread.variance(value) + sigma(value, self.validation_n) ** 2
         half = np.hypot(Z95 * np.sqrt(var_mean + next_run) * widen, self.shift)
         prior = source == SOURCES.index("prior")
         low = np.where(prior, 0.0, np.clip(value - half, 0.0, 1.0))
@@ -453,7 +242,7 @@ class CurveSet:
         if not self.series:
             return None
         vals = np.array([np.interp(x, xs, ys) for xs, ys, _ in self.series])
-        within = np.array([_sigma(np.interp(x, xs, ys), np.interp(x, xs, ns)) ** 2 for xs, ys, ns in self.series])
+        within = np.array([sigma(np.interp(x, xs, ys), np.interp(x, xs, ns)) ** 2 for xs, ys, ns in self.series])
         reach = np.array([x <= xs.max() for xs, _, _ in self.series])
         m = np.maximum(reach.sum(axis=0), 1)
         mean = np.where(reach, vals, 0.0).sum(axis=0) / m
@@ -490,9 +279,9 @@ def build_curve_set(task: str, student: str, method: str, found: list[LearningCu
     for c in found:
         if not c.points:
             continue
-        xs, ys, ns = _series(c)
+        xs, ys, ns = series_of(c)
         cs.series.append((xs, ys, ns))
-        if _fittable(c):
+        if fittable(c):
             cs.fit_curves += 1
             fit_x += list(xs[xs > 0])
             fit_y += list(ys[xs > 0])

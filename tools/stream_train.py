@@ -35,7 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
-from stratos_agent.tools.calibration import recipe_of, record_curve
+from stratos_agent.tools.calibration import record_curve
+from stratos_agent.tools.curve_conditions import recipe_of
 from stratos_agent.tools.micro_student import save_folder, trained_card
 from stratos_agent.tools.precision import use_bf16
 from stratos_agent.tools.stream_data import Encoder, heldout_from_data

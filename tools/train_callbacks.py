@@ -352,7 +352,8 @@ def curve_callback_for(config, *, n_items: int = 48, every_steps: int | None = N
     """The CurveCallback for a TrainConfig: its task pack as the student sees it (the task's recipe),
     `n_items` validation items (`validation_items`), a point every ~1/8 of the run (>= 10 steps) when
     the step count is known, else every 25 steps. None when the config names no task pack."""
-    from stratos_agent.tools.calibration import method_key, recipe_of
+    from stratos_agent.tools.calibration import method_key
+    from stratos_agent.tools.curve_conditions import recipe_of
 
     from stratos_agent.tasks.recipes import recipe_for
 

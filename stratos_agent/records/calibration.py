@@ -54,7 +54,7 @@ class LearningCurve(BaseModel):
     )
     recipe: dict[str, str | float] = Field(
         default_factory=dict, description="Training knobs beyond learning_rate and batch_size that move the "
-        "curve (tools/calibration.recipe_of): 'schedule', and for a stream 'stream_mix' (natural share) and "
+        "curve (tools/curve_conditions.recipe_of): 'schedule', and for a stream 'stream_mix' (natural share) and "
         "'weighting'. {} = not recorded.",
     )
     load_avg: float | None = Field(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from stratos_agent.tools.calibration import MATCHES
+from stratos_agent.tools.curve_conditions import MATCHES
 from stratos_agent.tools.planning.grid import Candidates
 from stratos_agent.tools.planning.inputs import PlanningInputs
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from stratos_agent.tools import calibration, roofline
+from stratos_agent.tools.curve_conditions import planned
 from stratos_agent.tools.pairing import STRATEGY_CODES
 from stratos_agent.tools.planning.inputs import PlanningInputs
 
@@ -57,7 +58,7 @@ def planned_conditions(student, rank: int) -> calibration.Conditions:
         learning_rate=MICRO_LR if stream else (LORA_LR if rank else FULL_LR),
         **({"batch_size": STREAM_BATCH} if stream else {"lr_scheduler": "constant_with_warmup"}),
     )
-    return calibration.planned(PLAN_VALIDATION, config)
+    return planned(PLAN_VALIDATION, config)
 
 
 @dataclass
