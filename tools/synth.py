@@ -22,7 +22,6 @@ come from the content-addressed cache, so a killed run continues without paying 
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
@@ -32,6 +31,7 @@ from typing import Any
 
 from stratos_agent.prompts import load_prompt
 from stratos_agent.tools.evaluate import wilson
+from stratos_agent.tools.synth_mix import MIN_DRAWS_TO_CLOSE, Quota, chunk_seed, dataset_row, natural_holdout
 from stratos_agent.tools.synth_store import (
     DEFAULT_SPLIT_FRACTIONS,
     PartialLog,
@@ -44,7 +44,7 @@ from stratos_agent.tools.teachers import CachedTeacher, EndpointError, Teacher, 
 from stratos_agent.errors import InputError, StratosError
 from stratos_agent.records.data import DatasetRef, ProbeResult, SynthMode
 from stratos_agent.tasks import TaskItem, TaskPack, get_task_pack
-from stratos_agent.tasks.base import EVEN, bucket_plan
+from stratos_agent.tasks.base import EVEN
 
 MODES: tuple[SynthMode, ...] = ("solver", "teacher", "forward")
 REVERSE_PROMPT = "synth_reverse"  # prompts/synth_reverse.txt: question + known answer -> reasoning
@@ -54,10 +54,7 @@ REJECT_DUPLICATE = "duplicate"
 REJECT_QUOTA = "difficulty bucket full"  # in the draw's split
 REJECT_SURPLUS = "surplus (target reached)"
 REJECT_TEACHER_ERROR = "teacher error"  # the teacher gave up on the item (its retries were spent)
-MIN_DRAWS_TO_CLOSE = 50  # draws of a bucket (or the task) without one new item = it is exhausted
 MIN_YIELD_SAMPLE = 32  # judged answers before a low yield may stop a run (a tiny attempt budget is cheap anyway)
-NATURAL_CHUNK = 500  # natural-mix draws per seeded chunk
-NATURAL_DRAW_FACTOR = 4  # natural-mix draws allowed, in expected draws (a finite task's held-out keys may all be rows)
 
 
 class LowYield(StratosError):
@@ -91,10 +88,6 @@ def choose_mode(strategy: str, teacher: str, probe_accuracy: float | None) -> Sy
         return "solver"
     passes = probe_accuracy is not None and probe_accuracy >= TEACHER_MODE_MIN_PROBE
     return "teacher" if teacher.startswith("endpoint:") and passes else "forward"
-
-
-def _chunk_seed(seed: int, chunk: int | str) -> int:
-    return int.from_bytes(hashlib.sha256(f"synth:{seed}:{chunk}".encode()).digest()[:8], "big")
 
 
 def _format_print(pack: TaskPack, mode: SynthMode, style: str | None) -> str:
@@ -157,74 +150,6 @@ def _check(pack: TaskPack, item: TaskItem, completion: str) -> str | None:
     return None if pack.verify(item, answer) else REJECT_WRONG
 
 
-def _row(pack: TaskPack, item: TaskItem, key: str, bucket: Hashable, completion: str) -> dict[str, Any]:
-    return {
-        "prompt": pack.render_prompt(item),
-        "completion": completion,
-        "answer": pack.format_answer(item.answer),
-        "difficulty": str(bucket),
-        "level": pack.difficulty_buckets.index(bucket) if bucket in pack.difficulty_buckets else -1,
-        "key": key,
-        "item": item.model_dump_json(),
-    }
-
-
-Cell = tuple[Hashable, str]  # (difficulty bucket, split)
-
-
-class _Quota:
-    """Target rows per (difficulty bucket, split) cell, and the mix each chunk should draw.
-
-    Each bucket's share is divided over the splits by the split fractions, and a row counts in the cell of
-    its key's split (`split_of`), so every split (the test split above all: the evaluation's yardstick) has
-    the target mix exactly, not as a hash's luck. A bucket that yields nothing but duplicates is closed at
-    what it has and its share moves to the open buckets: an even mix over 0-9 winning tiles asks for more
-    distinct 9-wait hands than exist.
-    """
-
-    def __init__(self, pack: TaskPack, n: int, distribution: Mapping[Hashable, float] | str,
-                 fractions: Mapping[str, float], counts: Counter, closed: set[Hashable]) -> None:
-        self.n, self.fractions, self.counts, self.closed = n, fractions, counts, closed
-        plan = Counter(bucket_plan(n, pack.difficulty_buckets, distribution))
-        self.weights = {b: plan[b] / n for b in pack.difficulty_buckets if plan[b]}
-        self.target: dict[Cell, int] = {}
-        self._replan()
-
-    def bucket_count(self, bucket: Hashable) -> int:
-        return sum(self.counts[(bucket, name)] for name in self.fractions)
-
-    def _replan(self) -> None:
-        totals = {b: self.bucket_count(b) for b in self.closed if b in self.weights}
-        open_buckets = [b for b in self.weights if b not in self.closed]
-        if open_buckets:
-            rest = self.n - sum(totals.values())
-            totals.update(Counter(bucket_plan(rest, open_buckets, {b: self.weights[b] for b in open_buckets})))
-        self.target = {}
-        for bucket, total in totals.items():
-            if bucket in self.closed:
-                self.target.update({(bucket, name): self.counts[(bucket, name)] for name in self.fractions})
-            else:
-                self.target.update({(bucket, name): k for name, k in
-                                    Counter(bucket_plan(total, list(self.fractions), self.fractions)).items()})
-
-    def missing(self) -> dict[Cell, int]:
-        return {cell: t - self.counts[cell] for cell, t in self.target.items() if t > self.counts[cell]}
-
-    def draw_mix(self) -> dict[Hashable, float]:
-        """Bucket -> expected draws still needed (a test row takes 1 / test fraction draws of its bucket)."""
-        mix: Counter = Counter()
-        for (bucket, name), k in self.missing().items():
-            mix[bucket] += k / self.fractions[name]
-        return dict(mix)
-
-    def close_exhausted(self, drawn: Counter, fresh: Counter) -> None:
-        """Close buckets that had many draws this chunk and not one new item."""
-        dead = [b for b, k in drawn.items() if k >= MIN_DRAWS_TO_CLOSE and not fresh[b] and b in self.weights]
-        if dead:
-            self.closed.update(dead)
-            self._replan()
-
-
 def synthesize(
     task: str | TaskPack,
     n: int,
@@ -284,7 +209,7 @@ def synthesize(
     seen = {r["key"] for r in rows}
     counts = Counter((label.get(r["difficulty"], r["difficulty"]), split_of(r["key"], fractions)) for r in rows)
     closed = {label[b] for b in state.closed}
-    quota = _Quota(pack, n, distribution, fractions, counts, closed) if distribution is not None else None
+    quota = Quota(pack, n, distribution, fractions, counts, closed) if distribution is not None else None
     attempted, rejections, elapsed = state.attempted, state.rejections, state.elapsed_s
     chunk, started, exhausted = state.next_chunk, False, False
 
@@ -299,7 +224,7 @@ def synthesize(
             log.start_session()
             started = True
         room = quota.missing() if quota else None
-        items = pack.sample(min(size, budget - attempted), seed=_chunk_seed(seed, chunk),
+        items = pack.sample(min(size, budget - attempted), seed=chunk_seed(seed, chunk),
                             distribution=quota.draw_mix() if quota else None)
         rejected: Counter = Counter()
         drawn: Counter = Counter()
@@ -328,7 +253,7 @@ def synthesize(
             elif reason := _check(pack, item, completion):
                 rejected[reason] += 1
             else:
-                fresh.append(_row(pack, item, key, bucket, completion))
+                fresh.append(dataset_row(pack, item, key, bucket, completion))
                 seen.add(key)
                 counts[(bucket, split_of(key, fractions))] += 1
         if quota:
@@ -371,33 +296,6 @@ def synthesize(
                     even_test=distribution == EVEN and bool(pack.difficulty_buckets), natural=natural)
 
 
-def natural_holdout(
-    pack: TaskPack, taken: set[str], size: int, seed: int, fractions: Mapping[str, float],
-) -> list[dict[str, Any]]:
-    """Up to `size` rows from the pack's own generator without balancing (`pack.sample` with no distribution:
-    Mahjong's complete hands minus one tile, ~15% noten), for evaluation only: the yardstick of the task's
-    natural mix, next to the even test split. An item is kept only if its key hashes into the held-out part
-    of the key space (val or test) and is none of `taken`, so it is no row of this dataset and in the train
-    split of no dataset made with these fractions. The completion is the gold answer line. Deterministic in
-    (pack, taken, size, seed), so a resumed run rebuilds the same split."""
-    share = 1.0 - fractions["train"]
-    if size <= 0 or share <= 0:
-        return []
-    rows: list[dict[str, Any]] = []
-    keys = set(taken)
-    draws = NATURAL_DRAW_FACTOR * math.ceil(size / share)
-    for chunk in range(math.ceil(draws / NATURAL_CHUNK)):
-        for item in pack.sample(NATURAL_CHUNK, seed=_chunk_seed(seed, f"natural:{chunk}")):
-            key = pack.canonical_key(item)
-            if split_of(key, fractions) == "train" or key in keys:
-                continue
-            keys.add(key)
-            rows.append(_row(pack, item, key, pack.difficulty_bucket(item), pack.format_answer(item.answer)))
-            if len(rows) == size:
-                return rows
-    return rows
-
-
 def probe_teacher(
     pack: str | TaskPack, teacher: Teacher | None, n: int = 32, seed: int = 0, *,
     max_new_tokens: int = 256, temperature: float = 0.0,
@@ -410,7 +308,7 @@ def probe_teacher(
     task_pack = _resolve_pack(pack)
     llm = _cached(teacher)
     t0 = time.perf_counter()
-    items = task_pack.sample(n, seed=_chunk_seed(seed, -1))
+    items = task_pack.sample(n, seed=chunk_seed(seed, -1))
     texts = _completions("forward", task_pack, items, llm, None, max_new_tokens, temperature, seed)
     reasons = [_check(task_pack, item, text) for item, text in zip(items, texts, strict=True) if text is not None]
     if not reasons:
@@ -423,5 +321,5 @@ def probe_teacher(
     )
 
 
-__all__ = ["EVEN", "MODES", "LowYield", "SynthProgress", "low_yield", "natural_holdout", "probe_teacher",
+__all__ = ["EVEN", "MODES", "LowYield", "SynthProgress", "low_yield", "probe_teacher",
            "reverse_messages", "synthesize"]

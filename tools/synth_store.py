@@ -10,7 +10,7 @@ Out folder layout (one synth run):
 
 Two hold-outs for evaluation: `test` (the synthesised mix; with an even mix it is ordered round-robin over the
 difficulty buckets, so every prefix an evaluation reads is even too) and `test_natural` (the pack's own
-generator, unbalanced, drawn at finalisation; see `synth.natural_holdout`).
+generator, unbalanced, drawn at finalisation; see `synth_mix.natural_holdout`).
 
 A chunk is committed only by its `done` marker; a kill mid-chunk leaves a torn tail that the next run
 cuts off and regenerates identically (same seed per chunk; teacher answers come from the cache).
