@@ -23,7 +23,7 @@ from stratos_agent.tasks.base import TaskPack
 # policy: p95 of 256 is the 13th-largest latency, of 128 the 7th, which a single slow batch sets on shared
 # cores. At concurrency 4 here a micro student answers 32 + 256 in ~9 s; SmolLM2 (vLLM bf16 on this AVX2
 # CPU) ~1.4 requests/s, so the probe's time budget cuts it to 64 (evals/results/plan_latency_probe_cost.json)
-LOAD_TEST_REQUESTS = 256
+LOAD_TEST_REQUESTS = 256  # policy: p95 is the 13th-largest latency (at 128: per-round ratios swung 0.69-2.37x)
 WARMUP_REQUESTS = 32  # with 4 the engine's first batches (slow to set up) set the probe's p95: 322 vs 141 ms
 # policy: a time budget never cuts a load test below 64 requests (p95 = the 4th-largest latency, not the
 # slowest one); a long-answer task on a busy machine can need minutes even for those (SmolLM2-half on GSM8K
