@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from _common import add_out, add_threads, machine_info, make_parser, now, save_json
 from stratos_agent.tools import calibration, curve_fit
+from stratos_agent.tools.curve_conditions import same_trajectory
 
 from stratos_agent.records.calibration import LearningCurve
 from stratos_agent.settings import get_settings
@@ -148,15 +149,6 @@ def _prior(c: LearningCurve) -> float:
     cap = capacity(student.parameters, prof.difficulty)
     n = c.final.examples / EPOCHS  # the planner pairs n rows with n x EPOCHS examples
     return float(expected_accuracy(STRATEGY_CODES["injection"], probe, cap, n, rank, prof.difficulty))
-
-
-def same_trajectory(a: LearningCurve, b: LearningCurve) -> bool:
-    """Two runs of one seed, data and rate are one trajectory cut at two lengths (CPU training is
-    deterministic): every shared point (>= 2 after the start) has the same score. Such a run is not
-    an independent witness for the other."""
-    pa, pb = {p.examples: p.exact for p in a.points if p.examples}, {p.examples: p.exact for p in b.points if p.examples}
-    shared = set(pa) & set(pb)
-    return len(shared) >= 2 and all(pa[x] == pb[x] for x in shared)
 
 
 def others_for(c: LearningCurve, all_curves: list[LearningCurve]) -> list[LearningCurve]:
