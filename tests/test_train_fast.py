@@ -228,3 +228,19 @@ def test_stratos_train_config_file_trains_exactly_that_config(tiny_llama, mahjon
     missing = subprocess.run([stratos, "train", "--config", str(tmp_path / "nope.json")], capture_output=True,
                              text=True, timeout=300, check=False)
     assert missing.returncode != 0 and "does not" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_peak_rss_is_the_trainers_own_not_its_parents(tmp_path):
+    """A trainer spawned by a large process (pytest after the whole suite held 6.5 GiB) must report its
+    own peak: Linux keeps `ru_maxrss` across exec, so the parent's high-water mark leaked into the
+    children's `peak_rss_bytes` and failed the memory goals."""
+    import subprocess
+    import sys
+
+    ballast = bytearray(3 * 2**30)  # pages touched below: they count in this process's RSS
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    code = "from stratos_agent.tools.train_callbacks import peak_rss_bytes; print(peak_rss_bytes())"
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    del ballast
+    assert 10 * 2**20 < child < 2 * 2**30

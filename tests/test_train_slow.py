@@ -65,5 +65,5 @@ def test_real_smollm2_training_memory(mahjong_data, tmp_path, mode, goal_gib):  
     peak = student["peak_rss_bytes"] / 2**30
     estimate = student["memory_estimate"]["total_bytes"] / 2**30
     assert peak <= goal_gib, f"{mode}: peak RSS {peak:.2f} GiB over the {goal_gib} GiB goal"
-    # ru_maxrss also counts allocator slack the estimate does not model (seen: 0.63x under load).
+    # The peak RSS also counts allocator slack the estimate does not model (seen: 0.63x under load).
     assert estimate >= 0.6 * peak, f"estimate {estimate:.2f} GiB undershoots the measured {peak:.2f} GiB"

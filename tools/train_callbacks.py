@@ -7,6 +7,7 @@ import csv
 import math
 import os
 import resource
+import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -26,7 +27,16 @@ PLOTTED = ("loss", "kd_loss", "ce_loss", "reward", "eval_loss")
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
+    """Peak resident set size of this process so far. On Linux this is `VmHWM`, the high-water mark of
+    this process's own address space: `ru_maxrss` survives exec, so a trainer spawned by a large process
+    (a 6.5 GiB pytest run was seen) would report its parent's peak instead of its own."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux: ru_maxrss is the best there is (macOS reports bytes)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
