@@ -97,6 +97,14 @@ def test_examples_per_second_is_the_median_on_that_hardware(store):
     assert calibration.examples_per_second("t", "s", "sft-lora16", "hw") is None
 
 
+def test_throughput_reads_the_least_contended_runs(store):
+    """A run recorded while the CPUs were shared does not slow the plan of a run on the machine at rest."""
+    for i, (eps, load) in enumerate(((117.0, 2.2), (120.0, 2.9), (87.0, 6.0), (60.0, 8.0), (30.0, None))):
+        record_curve(synthetic(f"r{i}", i, eps=eps).model_copy(update={"load_avg": load}))
+    assert calibration.examples_per_second("t", "s", "sft-full", "hw") == pytest.approx(118.5)
+    assert calibration.measured_throughput("hw") == {"s": {"t/sft-full": pytest.approx(118.5)}}
+
+
 def test_curve_callback_records_a_curve(store, tiny_llama, tmp_path):
     from datasets import Dataset
     from stratos_agent.tools.train import CHATML, train
