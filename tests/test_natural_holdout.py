@@ -12,7 +12,7 @@ from stratos_agent.tools.evaluate import evaluate_pair
 from stratos_agent.tools.goal import check_goal
 from stratos_agent.tools.outcome import outcome_lines
 from stratos_agent.tools.report import write_report
-from stratos_agent.tools.stream_data import heldout_from_data
+from stratos_agent.tools.stream_data import heldout_from_data, weighted_exact, yardstick_mix
 from stratos_agent.tools.synth import synthesize
 from stratos_agent.tools.synth_store import NATURAL_SPLIT, load_dataset_ref, split_of
 from support.doubles import point
@@ -138,3 +138,20 @@ def test_outcome_and_report_show_both_hold_outs(result, tmp_path):
     assert any(line.startswith("- natural mix:") and "reported" in line for line in lines)
     report = Path(write_report(state, tmp_path)["markdown"]).read_text()
     assert "| natural mix | 20 |" in report and "| even mix | 20 |" in report
+
+
+def test_validation_is_weighted_to_the_test_splits_mix(even_data):
+    """A val split short of a bucket still predicts the test split: per-bucket means, test-split weights."""
+    mix = yardstick_mix(even_data.path, PACK)
+    assert set(mix) == {str(b) for b in range(9)} and sum(mix.values()) == pytest.approx(1.0)
+    assert max(mix.values()) == pytest.approx(min(mix.values()))
+    _, val = heldout_from_data(even_data.path, PACK)
+    easy = {str(b) for b in range(5, 9)}  # a model right on every 5- to 8-wait hand and nothing else
+    hits = [str(PACK.difficulty_bucket(it)) in easy for it in val]
+    assert weighted_exact(PACK, val, hits, mix) == pytest.approx(4 / 9)
+    assert weighted_exact(PACK, val, hits, None) == pytest.approx(sum(hits) / len(val))  # the plain mean
+    skewed = [it for it in val if PACK.difficulty_bucket(it) < 5]
+    skewed.append(next(it for it in val if PACK.difficulty_bucket(it) == 8))  # one 8-wait hand, as at scale
+    right = [str(PACK.difficulty_bucket(it)) in easy for it in skewed]
+    assert weighted_exact(PACK, skewed, right, mix) == pytest.approx(1 / 6)  # 6 buckets present, 1 right
+    assert yardstick_mix(even_data.public_jsonl["test"], PACK) is None and yardstick_mix(None, PACK) is None  # no splits

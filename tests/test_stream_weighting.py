@@ -97,8 +97,8 @@ class Crash(Exception):
 def test_adaptive_run_resumes_with_the_weights_in_force(pack, micro, tmp_path, monkeypatch):
     """Validation is stubbed (easy buckets right, hard ones wrong) so the weights are known; a run crashed
     between an evaluation and the next checkpoint must redraw the lost steps with the saved weights."""
-    monkeypatch.setattr(Encoder, "exact_match", lambda self, model, items, max_new: sum(
-        pack.difficulty_bucket(it) < EASY for it in items) / len(items))
+    monkeypatch.setattr(Encoder, "hits", lambda self, model, items, max_new: [
+        pack.difficulty_bucket(it) < EASY for it in items])
     draws: dict[str, dict[int, list[tuple[str, int]]]] = {"straight": {}, "resumed": {}}
     current = {"run": "straight"}
     original = VerifiedStream.batch

@@ -39,7 +39,7 @@ from stratos_agent.tools.calibration import record_curve
 from stratos_agent.tools.curve_conditions import recipe_of
 from stratos_agent.tools.micro_student import save_folder, trained_card
 from stratos_agent.tools.precision import use_bf16
-from stratos_agent.tools.stream_data import Encoder, heldout_from_data
+from stratos_agent.tools.stream_data import Encoder, heldout_from_data, weighted_exact, yardstick_mix
 from stratos_agent.tools.train_callbacks import MetricsCallback, peak_rss_bytes
 from stratos_agent.tools.train_card import write_model_card
 from stratos_agent.tools.train_memory import check_fits, estimate_memory
@@ -181,6 +181,8 @@ class StreamRun:
         if not val:  # no dataset val split: a fixed fresh sample (the natural generator), held out like the rest
             val = pack.sample(config.eval_n, seed=_VALIDATION_SEED)
         self.val = val[: config.eval_n]
+        # The dataset's val split is scored as its test split's mix would weigh it (the gate's yardstick).
+        self.mix = yardstick_mix(config.data, pack) if self.val_source == "dataset" else None
         self.held = held | exclude | {pack.canonical_key(it) for it in self.val}
 
         tok = AutoTokenizer.from_pretrained(self.base_dir)
@@ -284,10 +286,10 @@ class StreamRun:
 
         s = self.s
         with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
-            if self.config.stream_weighting == "adaptive":
-                exact = self.reweigh()
-            else:
-                exact = self.enc.exact_match(self.model, self.val, self.max_new)  # as trained
+            hits = self.enc.hits(self.model, self.val, self.max_new)  # as trained
+        if self.config.stream_weighting == "adaptive":
+            self.reweigh(hits)
+        exact = weighted_exact(self.pack, self.val, hits, self.mix)
         self.points.append(CurvePoint(examples=s["examples"], exact=exact, n=len(self.val),
                                       seconds=round(s["seconds"], 2)))
         self.metrics.rows.append({"step": s["step"], "time_s": round(s["seconds"], 2), "examples": s["examples"],
@@ -303,18 +305,16 @@ class StreamRun:
             return f"even over {len(buckets)} difficulty buckets"
         return "per bucket " + " ".join(f"{b}:{counts[b]}" for b in buckets if b in counts)
 
-    def reweigh(self) -> float:
-        """Validation exact per difficulty bucket -> the stream's new weights (recorded); the overall exact."""
-        by_bucket: dict[Hashable, list[TaskItem]] = {}
-        for item in self.val:
-            by_bucket.setdefault(self.pack.difficulty_bucket(item), []).append(item)
-        exact = {b: self.enc.exact_match(self.model, by_bucket[b], self.max_new)
-                 for b in self.pack.difficulty_buckets if b in by_bucket}
+    def reweigh(self, hits: Sequence[bool]) -> None:
+        """Validation exact per difficulty bucket -> the stream's new weights (recorded)."""
+        by_bucket: dict[Hashable, list[bool]] = {}
+        for item, hit in zip(self.val, hits, strict=True):
+            by_bucket.setdefault(self.pack.difficulty_bucket(item), []).append(hit)
+        exact = {b: sum(by_bucket[b]) / len(by_bucket[b]) for b in self.pack.difficulty_buckets if b in by_bucket}
         self.stream.weights = self.s["weights"] = adaptive_weights(self.pack.difficulty_buckets, exact)
         self.s["weights_history"].append({"step": self.s["step"], "examples": self.s["examples"],
                                           "exact": {str(b): round(e, 4) for b, e in exact.items()},
                                           "weights": self.s["weights"]})
-        return sum(exact[b] * len(items) for b, items in by_bucket.items()) / len(self.val)
 
     def checkpoint(self) -> None:
         import torch
@@ -338,7 +338,8 @@ class StreamRun:
             points=[p.model_copy(update={"examples": p.examples + before}) for p in self.points],
             batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, kind=curve_kind, run=str(run_dir),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
-            validation=f"{len(self.val)} held-out items ({self.validation_spread()}), greedy, {self.max_new} new tokens",
+            validation=f"{len(self.val)} held-out items ({self.validation_spread()}), greedy, {self.max_new} new tokens"
+            + (", weighted to the test split's difficulty mix" if self.mix else ""),
             load_avg=round((self.load0 + os.getloadavg()[0]) / 2, 2),
             validation_mix=self.val_source, recipe=recipe_of(cfg),
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from stratos_agent.tools.stream_data import weighted_exact, yardstick_mix
 from transformers import TrainerCallback
 
 from stratos_agent.files import open_atomic
@@ -230,6 +231,7 @@ class CurveCallback(TrainerCallback):
         examples_before: int = 0,
         validation_mix: str = "unknown",
         recipe: dict | None = None,
+        mix: dict[str, float] | None = None,
     ) -> None:
         if every_steps <= 0 or not items:
             raise ValueError("CurveCallback needs every_steps > 0 and at least one validation item")
@@ -240,6 +242,7 @@ class CurveCallback(TrainerCallback):
         self.eval_batch_size, self.at_start, self.record = eval_batch_size, at_start, record
         self.examples_before = examples_before  # a train-on round: what the weights saw before this run
         self.validation_mix, self.recipe = validation_mix, recipe or {}  # what makes curves comparable
+        self.mix = mix  # the yardstick's difficulty mix the items are weighted to (stream_data.weighted_exact)
         self.points: list = []
         self.path: Path | None = None
         self._t0 = 0.0
@@ -284,7 +287,8 @@ class CurveCallback(TrainerCallback):
             examples_per_s=(last.examples - self._start_examples) / last.seconds, points=list(self.points),
             batch_size=self.batch_size, learning_rate=self.lr, kind=self.kind, run=self.run,
             created=datetime.now(UTC).isoformat(timespec="seconds"), start_examples=self._start_examples,
-            validation=f"{len(self.items)} items, greedy, {self.max_new_tokens} new tokens",
+            validation=f"{len(self.items)} items, greedy, {self.max_new_tokens} new tokens"
+            + (", weighted to the test split's difficulty mix" if self.mix else ""),
             validation_mix=self.validation_mix, recipe=self.recipe,
             load_avg=round((self._load0 + os.getloadavg()[0]) / 2, 2),
         )
@@ -325,8 +329,8 @@ class CurveCallback(TrainerCallback):
         finally:
             tokenizer.padding_side = side
             model.train(was_training)
-        hits = sum(bool(self.pack.score(it, text)["exact"]) for it, text in zip(self.items, outputs, strict=True))
-        return hits / len(self.items)
+        hits = [bool(self.pack.score(it, text)["exact"]) for it, text in zip(self.items, outputs, strict=True)]
+        return weighted_exact(self.pack, self.items, hits, self.mix)
 
 
 VALIDATION_SEED = 7_777  # validation items when the data has no val split: a stream of their own
@@ -381,5 +385,5 @@ def curve_callback_for(config, *, n_items: int = 48, every_steps: int | None = N
         max_new_tokens=recipe.student_tokens, task=config.task.split(":")[0], student=config.curve_student,
         method=method, batch_size=config.batch_size * config.grad_accum, lr=config.learning_rate,
         run=run or config.run_name, examples_before=config.examples_before, validation_mix=mix,
-        recipe=recipe_of(config),
+        recipe=recipe_of(config), mix=yardstick_mix(config.data, pack) if items else None,
     )
