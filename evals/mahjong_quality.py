@@ -342,6 +342,7 @@ def goals(student, nat, empty: float, natural: dict | None, on_teacher: float | 
     if natural is not None:
         nat_empty = next(b for b in natural["baselines"] if b["name"] == "empty answer")["exact_match"]["value"]
         out["natural beats empty answer"] = nat.exact_match > nat_empty
+        out["60 min: even >= 60% and natural >= 50%"] = student.exact_match >= 0.60 and nat.exact_match >= 0.50
     return out
 
 
