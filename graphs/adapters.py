@@ -219,6 +219,11 @@ def run_evaluate(ctx: ToolContext, args: EvaluateStudentArgs) -> ToolOutcome:
     result = evaluate_pair(ctx.spec.task, test, model.model_dir, teacher, recipe_for(ctx.spec.task),
                            limit=args.n, threads=get_settings().threads, teacher_cache=ctx.run_dir / "eval",
                            natural=dataset.public_jsonl.get("test_natural"))
+    if model.learning_curve is not None:  # the test split measured the final model too: the next plan reads both
+        from stratos_agent.tools.calibration import pool_evaluation
+
+        ci = result.student.exact_match_ci
+        pool_evaluation(model.learning_curve, ci.successes, ci.n, yardstick=f"test split, n={ci.n}")
     summary = {
         "n": result.n, "student_exact_match": round(result.student.exact_match, 4),
         "teacher_exact_match": round(result.teacher.exact_match, 4) if result.teacher else None,

@@ -132,6 +132,10 @@ def test_kill9_during_synth_training_and_between_stages_then_resume(tmp_path: Pa
             assert _stage(run, tool)["at"] == before["at"], f"{tool} was redone after the kill"
         card = json.loads(next(run.glob("data/*/data_card.json")).read_text())
         assert card["sessions"] >= 2  # synthesis continued from its partial output
+        from stratos_agent.tools import calibration
+
+        mine = [c for c in calibration.curves("mahjong") if c.run == str(run / "train")]
+        assert [c.pooled for c in mine] == ["test split, n=8"]  # the test split counted once, kill or not
         from openai import OpenAI
 
         client = OpenAI(base_url=summary["endpoint"]["base_url"], api_key="none")

@@ -340,3 +340,25 @@ def test_the_plan_reads_curves_of_the_recipe_it_will_run(tmp_path):
         assert planned_conditions(get_registry().get(student), rank) == expect, (student, strategy, rank)
         seen.add(expect)
     assert len(seen) == 3  # stream, full and LoRA rates differ (logit KD keeps its rank's rate)
+
+
+def test_the_runs_test_evaluation_is_pooled_into_its_last_point_once(store):
+    """Validation (weighted to the test mix) and the test split are two samples of the final model's figure:
+    the stored curve's last point counts both, once, even when the evaluation stage runs again."""
+    mine = curve([100, 200, 400], [0.1, 0.2, 0.289], n=200, run="runs/a/train")
+    other = curve([100, 200, 400], [0.1, 0.2, 0.3], n=200, run="runs/b/train")
+    first, _ = record_curve(mine), record_curve(other)
+    pooled = calibration.pool_evaluation(mine, successes=40, n=100, yardstick="test split, n=100")
+    assert pooled is not None and not first.exists()
+    stored = [c for c in calibration.curves("t") if c.run == "runs/a/train"]
+    assert len(stored) == 1 and stored[0].pooled == "test split, n=100"
+    assert (stored[0].points[-1].exact, stored[0].points[-1].n) == (pytest.approx((57.8 + 40) / 300), 300)
+    assert stored[0].points[:-1] == mine.points[:-1]
+    assert calibration.pool_evaluation(mine, successes=40, n=100, yardstick="test split, n=100") is None  # again
+    assert len(list(store.glob("*.json"))) == 2
+    assert [c.points[-1].n for c in calibration.curves("t") if c.run == "runs/b/train"] == [200]  # untouched
+    # a crash between writing the pooled file and removing the original: the next call removes the original
+    record_curve(mine)
+    assert calibration.pool_evaluation(mine, successes=40, n=100, yardstick="test split, n=100") is None
+    assert [c.pooled for c in calibration.curves("t") if c.run == "runs/a/train"] == ["test split, n=100"]
+    assert calibration.pool_evaluation(curve([1, 2], [0, 0], run="elsewhere"), 1, 10, "x") is None  # not stored

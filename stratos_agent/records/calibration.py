@@ -60,6 +60,10 @@ class LearningCurve(BaseModel):
     load_avg: float | None = Field(
         default=None, description="1-minute load average over the run (shared CPUs: throughput varies with it)."
     )
+    pooled: str = Field(
+        default="", description="The evaluation of the final model pooled into the last point (e.g. 'test split, "
+        "n=100'); '' = the last point is validation only."
+    )
 
     @property
     def final(self) -> CurvePoint | None:
