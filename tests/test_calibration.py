@@ -78,6 +78,9 @@ def test_measured_fitted_and_interval_widens_with_extrapolation(store):
         assert p.value == pytest.approx(TRUE[0], abs=0.06)
     assert far.high - far.low > 1.5 * (near.high - near.low)
     assert "extrapolated" in far.note and "extrapolated" not in near.note
+    record_curve(synthetic("short", 5, xs=(100, 200, 400)))  # ends before 1,000 examples: not read there
+    assert predict_accuracy("t", "s", "sft-full", 1000).curves == 2
+    assert "read off 2 recorded run(s) that reached 1,000 examples" in predict_accuracy("t", "s", "sft-full", 1000).note
 
 
 def test_prior_fallback_is_labelled_and_short_curves_do_not_fit(store):

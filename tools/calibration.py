@@ -258,6 +258,11 @@ class CurveSet:
         """Half-width added (in quadrature) for curves of other conditions."""
         return 0.0 if self.match in ("same", "any") else MISMATCH_SHIFT
 
+    def reaching(self, examples) -> np.ndarray:
+        """Per budget: how many curves reach it (what a `measured` figure is read off)."""
+        x = np.atleast_1d(np.asarray(examples, dtype=float))
+        return np.array([sum(float(xs.max()) >= b for xs, _, _ in self.series) for b in x], dtype=int)
+
     def predict(self, examples) -> dict[str, np.ndarray]:
         """Vectorised over budgets: value, low, high, source (index into SOURCES), widen (extrapolation factor)."""
         x = np.atleast_1d(np.asarray(examples, dtype=float))
@@ -339,7 +344,7 @@ def build_curve_set(task: str, student: str, method: str, found: list[LearningCu
 
 def describe(cs: CurveSet, source: str, examples: float, widen: float) -> str:
     """The note of one prediction: what it rests on, how it matches, the spread, extrapolation when far."""
-    runs = len(cs.series) if source == "measured" else cs.fit_curves
+    runs = int(cs.reaching([examples])[0]) if source == "measured" else cs.fit_curves
     what = (f"read off {runs} recorded run(s) that reached {examples:,.0f} examples" if source == "measured"
             else f"{cs.fit.model} curve fitted on {cs.fit_curves} run(s), {cs.fit.points} points")
     if cs.shift:
@@ -371,7 +376,7 @@ def predict_accuracy(
                           f"with >= {MIN_POINTS} points")
     return Prediction(
         value=float(out["value"][0]), low=float(out["low"][0]), high=float(out["high"][0]), source=source,
-        curves=len(cs.series) if source == "measured" else cs.fit_curves, match=cs.match,
+        curves=int(cs.reaching([examples])[0]) if source == "measured" else cs.fit_curves, match=cs.match,
         note=describe(cs, source, examples, float(out["widen"][0])),
     )
 

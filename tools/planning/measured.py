@@ -101,7 +101,7 @@ def accuracy_columns(inputs: PlanningInputs, stud, rank, strategy, examples, pro
         for name in ("value", "low", "high"):
             getattr(out, name)[idx] = np.minimum(pred[name][inv][found], cap)
         out.source[idx] = src[found]
-        out.curves[idx] = np.where(src[found] == MEASURED, len(cs.series), cs.fit_curves)
+        out.curves[idx] = np.where(src[found] == MEASURED, cs.reaching(budgets)[inv][found], cs.fit_curves)
     return out
 
 
