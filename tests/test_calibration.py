@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stratos_agent.tools import calibration, curve_conditions, curve_fit
+from stratos_agent.tools import calibration, calibration_check, curve_conditions, curve_fit, throughput
 from stratos_agent.tools.calibration import method_key, predict_accuracy, record_curve
 
 from stratos_agent.records.calibration import CurvePoint, LearningCurve
@@ -95,17 +95,17 @@ def test_examples_per_second_is_the_median_on_that_hardware(store):
     for i, eps in enumerate((2.0, 3.0, 10.0)):
         record_curve(synthetic(f"r{i}", i, eps=eps))
     record_curve(synthetic("gpu", 9, eps=500.0, hardware="gpu"))
-    assert calibration.examples_per_second("t", "s", "sft-full", "hw") == 3.0
-    assert calibration.examples_per_second("t", "s", "sft-full", "gpu") == 500.0
-    assert calibration.examples_per_second("t", "s", "sft-lora16", "hw") is None
+    assert throughput.examples_per_second("t", "s", "sft-full", "hw") == 3.0
+    assert throughput.examples_per_second("t", "s", "sft-full", "gpu") == 500.0
+    assert throughput.examples_per_second("t", "s", "sft-lora16", "hw") is None
 
 
 def test_throughput_reads_the_least_contended_runs(store):
     """A run recorded while the CPUs were shared does not slow the plan of a run on the machine at rest."""
     for i, (eps, load) in enumerate(((117.0, 2.2), (120.0, 2.9), (87.0, 6.0), (60.0, 8.0), (30.0, None))):
         record_curve(synthetic(f"r{i}", i, eps=eps).model_copy(update={"load_avg": load}))
-    assert calibration.examples_per_second("t", "s", "sft-full", "hw") == pytest.approx(118.5)
-    assert calibration.measured_throughput("hw") == {"s": {"t/sft-full": pytest.approx(118.5)}}
+    assert throughput.examples_per_second("t", "s", "sft-full", "hw") == pytest.approx(118.5)
+    assert throughput.measured_throughput("hw") == {"s": {"t/sft-full": pytest.approx(118.5)}}
 
 
 def test_curve_callback_records_a_curve(store, tiny_llama, tmp_path):
@@ -226,7 +226,7 @@ def tagged(c: LearningCurve, mix: str, lr_recipe=None) -> LearningCurve:
 
 
 def target(mix: str = "dataset", lr_recipe=None) -> calibration.Conditions:
-    return calibration.conditions_of(tagged(curve([1], [0.0]), mix, lr_recipe))
+    return curve_conditions.conditions_of(tagged(curve([1], [0.0]), mix, lr_recipe))
 
 
 def width(p) -> float:
@@ -243,7 +243,7 @@ def test_old_curve_json_loads_and_the_shipped_seeds_say_how_they_were_measured(s
     (store / "old.json").write_text(json.dumps(old))
     (loaded,) = calibration.curves("t")
     assert loaded.validation_mix == "unknown" and loaded.recipe == {}
-    assert target("unknown").mismatch(calibration.conditions_of(loaded)) == (True, True)  # unknown matches nothing
+    assert target("unknown").mismatch(curve_conditions.conditions_of(loaded)) == (True, True)  # unknown matches nothing
     seeds = sorted(calibration.seed_dir().glob("*.json"))
     assert len(seeds) >= 14  # found through the package, in a checkout and once installed
     shipped = [LearningCurve.model_validate_json(p.read_text()) for p in seeds]
@@ -315,10 +315,10 @@ def test_leave_one_out_predicts_each_final_without_it(store):
     outlier = tagged(curve([100, 200, 400, 800, 1600], [0.2, 0.5, 0.8, 0.9, 0.95], run="outlier"), "dataset")
     copy = runs[0].model_copy(update={"run": "r0-again"})  # the same trajectory under another name
     lone = tagged(synthetic("lone", 9, student="lone"), "dataset")
-    by_run = {r["run"]: r for r in calibration.leave_one_out([*runs, outlier, copy, lone])}
+    by_run = {r["run"]: r for r in calibration_check.leave_one_out([*runs, outlier, copy, lone])}
     assert by_run["lone"]["source"] == "prior" and by_run["r0"]["other_runs"] == 5  # not its own copy
     assert by_run["outlier"]["value"] < 0.7 and by_run["outlier"]["high"] < 0.95  # it never sees itself
-    summary = calibration.loo_summary(calibration.leave_one_out([*runs, copy, lone]))
+    summary = calibration_check.loo_summary(calibration_check.leave_one_out([*runs, copy, lone]))
     assert summary["predicted"] == 6 and summary["curves"] == 7
     assert summary["median_abs_error_points"] < 5 and summary["coverage"] >= 5 / 6
 

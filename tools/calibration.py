@@ -37,7 +37,8 @@ point the half-width grows by 1 + log2(x / (FAR x last)) and the note says so.
   error of the extrapolated runs from 4.2 to 5.6 points (evals/results/plan_calibration.json);
 - `prior`: nothing applies; the caller's prior is carried, with the whole [0, 1] as its interval.
 
-`leave_one_out` checks all of it on the store: each run's final point predicted from the others.
+Throughput for plans: tools/throughput.py. `calibration_check.leave_one_out` checks the predictions on the
+store: each run's final point predicted from the others.
 """
 
 from __future__ import annotations
@@ -58,10 +59,8 @@ from stratos_agent.tools.curve_conditions import (
     RunSpread,
     Series,
     comparable,
-    conditions_of,
     fittable,
     run_spread,
-    same_trajectory,
     series_of,
 )
 from stratos_agent.tools.curve_fit import CURVE_MODEL, Fit, fit_points, sigma
@@ -180,39 +179,6 @@ def curves(
     """Recorded curves of `task` (oldest first), filtered by whichever of student/method/hardware is given."""
     return [c for c in all_curves() if c.task == task and (student is None or c.student == student)
             and (method is None or c.method == method) and (hardware is None or c.hardware == hardware)]
-
-
-# Policy: a run recorded at a 1-minute load average more than this above the quietest recorded run of the
-# same (task, student, method, hardware) was sharing the CPUs. Measured on one machine (2 cores): micro-2m
-# trained 117 examples/s at load 2.2 and 87 at load 6.0; the demo planned from their median and its idle run
-# trained in 0.74x the planned time.
-CONTENDED_LOAD = 1.0
-
-
-def uncontended(found: list[LearningCurve]) -> list[LearningCurve]:
-    """The curves recorded at the lowest load: within `CONTENDED_LOAD` of the quietest. A plan prices a run on
-    the machine as measured at its quietest; curves without a recorded load count only when none has one."""
-    loads = [c.load_avg for c in found if c.load_avg is not None]
-    if not loads:
-        return found
-    return [c for c in found if c.load_avg is not None and c.load_avg <= min(loads) + CONTENDED_LOAD]
-
-
-def measured_throughput(hardware: str) -> dict[str, dict[str, float]]:
-    """Per student: the median examples/s of the least contended runs on `hardware`, per 'task/method'."""
-    groups: dict[str, dict[str, list[LearningCurve]]] = {}
-    for c in all_curves():
-        if c.hardware == hardware:
-            groups.setdefault(c.student, {}).setdefault(f"{c.task}/{c.method}", []).append(c)
-    return {student: {key: float(np.median([c.examples_per_s for c in uncontended(found)]))
-                      for key, found in by.items()} for student, by in groups.items()}
-
-
-def examples_per_second(task: str, student: str, method: str, hardware: str) -> float | None:
-    """Measured training throughput of (task, student, method) on `hardware`: the median of its least
-    contended runs (`uncontended`); None if never measured."""
-    rates = [c.examples_per_s for c in uncontended(curves(task, student, method, hardware))]
-    return float(np.median(rates)) if rates else None
 
 
 _SPREADS: dict[tuple, RunSpread] = {}
@@ -379,40 +345,3 @@ def predict_accuracy(
         curves=int(cs.reaching([examples])[0]) if source == "measured" else cs.fit_curves, match=cs.match,
         note=describe(cs, source, examples, float(out["widen"][0])),
     )
-
-
-# --------------------------------------------------------------------------------- the check
-def leave_one_out(found: list[LearningCurve], model: str = CURVE_MODEL) -> list[dict]:
-    """Each curve's final point predicted as a plan would, without it: from the independent runs of its
-    (task, student, method) comparable with its conditions, with the run-to-run spread measured on the
-    rest of `found`. One row per curve with a final point after training started."""
-    rows = []
-    for c in found:
-        final = c.final
-        if final is None or final.examples == 0:
-            continue
-        rest = [o for o in found if o is not c]
-        others = [o for o in rest if (o.task, o.student, o.method) == (c.task, c.student, c.method) and o.points
-                  and o.run != c.run and not same_trajectory(o, c)]
-        chosen, match = comparable(others, conditions_of(c))
-        out = build_curve_set(c.task, c.student, c.method, chosen, model, match=match,
-                              spread=run_spread(rest)).predict([final.examples])
-        rows.append({"run": c.run, "task": c.task, "student": c.student, "method": c.method,
-                     "examples": final.examples, "measured": final.exact, "n": final.n, "other_runs": len(others),
-                     "source": SOURCES[int(out["source"][0])], "match": match,
-                     **{k: float(out[k][0]) for k in ("value", "low", "high")}})
-    return rows
-
-
-def loo_summary(rows: list[dict]) -> dict:
-    """Median absolute error (points), 95%-interval coverage and median width (points) of the rows that
-    got a prediction (not a prior)."""
-    hit = [r for r in rows if r["source"] != "prior"]
-    if not hit:
-        return {"curves": len(rows), "predicted": 0}
-    return {
-        "curves": len(rows), "predicted": len(hit),
-        "median_abs_error_points": round(float(np.median([100 * abs(r["value"] - r["measured"]) for r in hit])), 2),
-        "coverage": round(sum(r["low"] <= r["measured"] <= r["high"] for r in hit) / len(hit), 3),
-        "median_interval_width_points": round(float(np.median([100 * (r["high"] - r["low"]) for r in hit])), 1),
-    }

@@ -137,8 +137,8 @@ def check_model_cache() -> Check:
 def check_candidates() -> Check:
     from stratos_agent.models import get_registry
     from stratos_agent.settings import get_settings
-    from stratos_agent.tools.calibration import measured_throughput
     from stratos_agent.tools.machine_peaks import hardware_fingerprint
+    from stratos_agent.tools.throughput import measured_throughput
 
     registry = get_registry()
     candidates = registry.candidates()

@@ -1,5 +1,5 @@
 """Figures from measurements in the candidate grid: accuracy from recorded learning curves, training time
-from measured throughput (tools/calibration.py is the store both read).
+from measured throughput (tools/calibration.py is the store both read; tools/throughput.py).
 
 - accuracy: each (student, method) of the grid is looked up once (`calibration.curve_set`, memoised on
   the store's files) and predicted once per distinct example budget, vectorised; candidates without a
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from stratos_agent.tools import calibration, roofline
+from stratos_agent.tools import calibration, roofline, throughput
 from stratos_agent.tools.curve_conditions import planned
 from stratos_agent.tools.pairing import STRATEGY_CODES
 from stratos_agent.tools.planning.inputs import PlanningInputs
@@ -118,7 +118,7 @@ def hours_scale(inputs: PlanningInputs, stud, rank, tokens_per_example):
     for code in np.unique(key):  # GRPO's rollouts stay modelled on top of it)
         j, r = int(code // 1_000_003), int(code % 1_000_003)
         student = inputs.students[j]
-        eps = calibration.examples_per_second(
+        eps = throughput.examples_per_second(
             inputs.task.name, student.id, method_for(0, r, streams(student)), inputs.local_hardware
         )
         if not eps:
