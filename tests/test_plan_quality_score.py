@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
+from support.evals import eval_module
 
 from stratos_agent.request_parser import parse_request
-
-EVALS = Path(__file__).resolve().parents[1] / "evals"
 
 
 @pytest.fixture(scope="module")
 def pq():
-    sys.path.insert(0, str(EVALS))
-    try:
-        yield importlib.import_module("plan_quality")
-    finally:
-        sys.path.remove(str(EVALS))
+    with eval_module("plan_quality") as module:
+        yield module
 
 
 SPEC = parse_request("a model that lists Mahjong winning tiles, under $20, p95 under 2 s, 0.1 qps, done in 10 minutes")

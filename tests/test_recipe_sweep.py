@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
 import sys
 from argparse import Namespace
-from pathlib import Path
 
 import pytest
-
-EVALS = Path(__file__).resolve().parents[1] / "evals"
+from support.evals import EVALS, eval_module
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    sys.path.insert(0, str(EVALS))
-    try:
-        yield importlib.import_module("recipe_sweep")
-    finally:
-        sys.path.remove(str(EVALS))
+    with eval_module("recipe_sweep") as module:
+        yield module
 
 
 def test_every_arm_changes_only_its_own_fields(sweep):
