@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from stratos_agent.tools.synth_store import NATURAL_SPLIT
+from stratos_agent.tools.synth_store import NATURAL_SPLIT, dataset_folder
 
 from stratos_agent.errors import InputError
 from stratos_agent.tasks import TaskItem, TaskPack
@@ -25,7 +25,7 @@ def heldout_from_data(data: Path | None, pack: TaskPack) -> tuple[set[str], list
         return {pack.canonical_key(it) for it in items}, items
     from datasets import DatasetDict, load_from_disk
 
-    folder = Path(data) / "dataset" if (Path(data) / "dataset").is_dir() else Path(data)
+    folder = dataset_folder(data)
     try:
         splits = load_from_disk(str(folder))
     except FileNotFoundError:
@@ -44,7 +44,7 @@ def yardstick_mix(data: Path | None, pack: TaskPack) -> dict[str, float] | None:
         return None
     from datasets import DatasetDict, load_from_disk
 
-    folder = Path(data) / "dataset" if (Path(data) / "dataset").is_dir() else Path(data)
+    folder = dataset_folder(data)
     try:
         splits = load_from_disk(str(folder))
     except FileNotFoundError:
@@ -113,10 +113,6 @@ class Encoder:
 
     def answer_tokens(self, items: Sequence[TaskItem]) -> int:
         return max(len(a) for a in self.ids([self.pack.format_answer(it.answer) + self.eos for it in items]))
-
-    def exact_match(self, model, items: Sequence[TaskItem], max_new_tokens: int, batch: int = 100) -> float:
-        """Greedy decode + the pack's parser/verifier (`pack.score(...)["exact"]`): the share right."""
-        return sum(self.hits(model, items, max_new_tokens, batch)) / len(items)
 
     def hits(self, model, items: Sequence[TaskItem], max_new_tokens: int, batch: int = 100) -> list[bool]:
         """Per item: is the greedy answer exactly right (the pack's parser/verifier)."""

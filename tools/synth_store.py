@@ -275,6 +275,12 @@ def finalize(
     return DatasetRef(path=out_dir, hf_path=out_dir / "dataset", card=card, public_jsonl=public)
 
 
+def dataset_folder(data: str | Path) -> Path:
+    """The saved DatasetDict of a `stratos synth` output folder (its `dataset/`), or `data` itself (a dataset
+    saved on its own)."""
+    return Path(data) / "dataset" if (Path(data) / "dataset").is_dir() else Path(data)
+
+
 def load_dataset_ref(out_dir: str | Path) -> DatasetRef:
     """The finished dataset in `out_dir` (for idempotent callers: check before re-synthesising)."""
     out_dir = Path(out_dir)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from stratos_agent.tools.synth_store import dataset_folder
 from stratos_agent.tools.train_callbacks import (
     CurveCallback,
     MetricsCallback,
@@ -189,7 +190,7 @@ def load_training_data(data: Path):
 
     data = Path(data)
     if data.is_dir():
-        folder = data / "dataset" if (data / "dataset").is_dir() else data
+        folder = dataset_folder(data)
         try:
             loaded = load_from_disk(str(folder))
         except FileNotFoundError:

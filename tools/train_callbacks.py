@@ -17,6 +17,7 @@ import psutil
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from stratos_agent.tools.stream_data import weighted_exact, yardstick_mix
+from stratos_agent.tools.synth_store import dataset_folder
 from transformers import TrainerCallback
 
 from stratos_agent.files import open_atomic
@@ -344,7 +345,7 @@ def dataset_val_items(pack, data, n_items: int) -> list:
     try:
         from datasets import DatasetDict, load_from_disk
 
-        folder = Path(data) / "dataset" if (Path(data) / "dataset").is_dir() else Path(data)
+        folder = dataset_folder(data)
         splits = load_from_disk(str(folder)) if folder.is_dir() else None
         if isinstance(splits, DatasetDict) and "val" in splits and "item" in splits["val"].column_names:
             items = [TaskItem.model_validate_json(r) for r in splits["val"]["item"][:n_items]]
