@@ -51,6 +51,7 @@ from stratos_agent.request_parser import parse_request
 from stratos_agent.spec import DistillationSpec
 from stratos_agent.tasks.recipes import recipe_for
 
+# Policy, not measured: the paper states no weights; these are the earlier score's, kept so runs compare.
 WEIGHTS = {"acc": 0.35, "cost": 0.35, "p95": 0.15, "time": 0.15}
 SPECS = (
     # No accuracy floor: it would leave one feasible candidate, and nothing to trade.
