@@ -4,14 +4,15 @@ A plan times its chosen local student before training (tools/latency_probe.py): 
 served by vLLM, answers the task's prompts with each answer forced to the length of a real answer (the
 student's answer-length distribution, tools/request_shape.answer_lengths). After training, the run
 load-tests the deployed endpoint (the TRAINED student answering as it likes, up to the recipe's answer
-tokens). Both go through tools/load_test.load_test with its defaults (warm-up, request count). This
-benchmark serves both side by side and load-tests them in `--rounds` rounds (the order rotates every
-round, so drift in the background load hits all alike), and reports each round's ratio of p95s, their
-median, and the share of rounds within 25% (the goal), with the 1-minute load next to each figure.
+tokens). Both go through tools/load_test.load_test with its defaults (warm-up, request count, 3 rounds
+read as the median of their p95s). This benchmark serves both side by side and load-tests them in
+`--rounds` rounds (the order rotates every round, so drift in the background load hits all alike), and
+reports each round's ratio of p95s, their median, and the share of rounds within 25% (the goal), with
+the 1-minute load next to each figure.
 Baseline, in the same rounds on the same server: the probe as it was before, every answer forced to the
 answer p95 (`plan_probe_fixed_p95`).
 
-    .venv/bin/python evals/plan_latency.py --model runs/<run>/train/model          # ~6 minutes (micro)
+    .venv/bin/python evals/plan_latency.py --model runs/<run>/train/model          # ~15 minutes (micro)
     .venv/bin/python evals/plan_latency.py --probe-cost smollm2-135m mahjong-micro-2m  # what one probe costs
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from _common import RESULTS, add_out, loadavg_1m, machine_info, make_parser, now, save_json
 from stratos_agent.tools import deploy
 from stratos_agent.tools.latency_probe import PROBE_REQUESTS, forced_lengths, forced_load_test, probe_pack
-from stratos_agent.tools.load_test import WARMUP_REQUESTS, load_test
+from stratos_agent.tools.load_test import DEPLOYED_BUDGET_S, LOAD_TEST_ROUNDS, WARMUP_REQUESTS, load_test
 from stratos_agent.tools.request_shape import answer_p95
 from stratos_agent.tools.train import trained_lineage
 
@@ -133,7 +134,8 @@ def main() -> None:
             "plan_probe_fixed_p95": lambda: forced_load_test(deps["plan_probe"], pack, concurrency=args.concurrency,
                                                              lengths=[answer_p95(lengths)]),
             "deployed": lambda: load_test(deps["deployed"].base_url, deps["deployed"].model, pack,
-                                          concurrency=args.concurrency, max_tokens=recipe.student_tokens),
+                                          concurrency=args.concurrency, max_tokens=recipe.student_tokens,
+                                          time_budget_s=DEPLOYED_BUDGET_S),
         }
         results = run_rounds(tests, args.rounds)
     finally:
@@ -144,7 +146,7 @@ def main() -> None:
     save_json({"benchmark": "plan_latency", "date": now(), "student": student, "model": str(args.model),
                "concurrency": args.concurrency, "forced_lengths": lengths,
                "forced_mean_tokens": round(statistics.mean(lengths), 2), "requests": PROBE_REQUESTS,
-               "warmup_requests": WARMUP_REQUESTS, "rounds": results, "summary": summary,
+               "rounds_per_test": LOAD_TEST_ROUNDS, "warmup_requests": WARMUP_REQUESTS, "rounds": results, "summary": summary,
                "elapsed_s": round(time.perf_counter() - started, 1), "machine": machine_info()}, args.out)
 
 

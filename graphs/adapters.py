@@ -246,7 +246,7 @@ def deploy_time_left(state: Any) -> float:
 
 def run_deploy(ctx: ToolContext, args: DeployStudentArgs) -> ToolOutcome:
     from stratos_agent.tools import deploy, launch_specs
-    from stratos_agent.tools.load_test import load_test
+    from stratos_agent.tools.load_test import DEPLOYED_BUDGET_S, load_test
     from stratos_agent.tools.survey import planned_spec
 
     left = deploy_time_left(ctx.state)
@@ -267,7 +267,7 @@ def run_deploy(ctx: ToolContext, args: DeployStudentArgs) -> ToolOutcome:
         spec, recipe = ctx.spec, recipe_for(ctx.spec.task)
         latency = load_test(dep.base_url, dep.model, recipe.pack(spec.task, "student"),
                             concurrency=spec.traffic.concurrency, max_tokens=recipe.student_tokens,
-                            api_key=dep.generated_api_key)
+                            api_key=dep.generated_api_key, time_budget_s=DEPLOYED_BUDGET_S)
     dep = dep.model_copy(update={"load_test": latency})
     smoke = dep.smoke
     return ToolOutcome(dep, {"base_url": dep.base_url, "model": dep.model, "reused": dep.reused,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from stratos_agent.tools import latency_probe, planning
-from stratos_agent.tools.load_test import MIN_BUDGETED_REQUESTS
+from stratos_agent.tools.load_test import LOAD_TEST_ROUNDS, MIN_BUDGETED_REQUESTS
 from stratos_agent.tools.planning.serving import serving_table
 from stratos_agent.tools.request_shape import answer_lengths, task_shape
 from stratos_agent.tools.survey import plan_measured
@@ -49,7 +49,8 @@ def test_vllm_probe_is_cached_and_the_plan_carries_it(monkeypatch):
     fresh = latency_probe.probe_student("mahjong", "mahjong-micro-2m", concurrency=2, refresh=True)
     assert fresh.errors == 0 and 0 < fresh.p50_ms <= fresh.p95_ms
     # the time budget may cut the request count on a busy machine, never below its floor
-    assert MIN_BUDGETED_REQUESTS <= fresh.requests <= latency_probe.PROBE_REQUESTS
+    assert MIN_BUDGETED_REQUESTS <= fresh.requests <= latency_probe.PROBE_REQUESTS * LOAD_TEST_ROUNDS
+    assert len(fresh.round_p95_ms) == fresh.rounds and sorted(fresh.round_p95_ms)[(fresh.rounds - 1) // 2] == fresh.p95_ms
     assert fresh.output_tokens == shape.output_tokens  # the p95 of the forced distribution
     assert latency_probe.cached_probe("mahjong-micro-2m", lengths, 2) == fresh
     assert latency_probe.probe_student("mahjong", "mahjong-micro-2m", concurrency=2) == fresh  # cache hit
@@ -77,7 +78,7 @@ def test_vllm_generates_exactly_the_forced_lengths():
     dep = deploy.deploy_local(folder, name="test-forced-lengths", smoke=False, task="mahjong")
     try:
         test = load_test(dep.base_url, dep.model, latency_probe.probe_pack("mahjong", folder),
-                         requests=len(lengths), concurrency=2, warmup=0, forced_lengths=lengths)
+                         requests=len(lengths), concurrency=2, warmup=0, forced_lengths=lengths, rounds=1)
     finally:
         deploy.stop_deployment(dep)
     assert test.errors == 0 and test.output_tokens == pytest.approx(sum(lengths) / len(lengths))

@@ -78,3 +78,21 @@ def test_normalise_floor_ignores_immaterial_spread():
 def test_bad_shape_is_rejected():
     with pytest.raises(ValueError, match="2-D"):
         pareto.non_dominated_mask(np.zeros(5))
+
+
+def test_a_latency_gap_is_weighed_against_the_users_p95_target():
+    """The front of the afternoon run that chose a 500-example student: (cost, p95 ms, -accuracy, hours)."""
+    from stratos_agent.tools.planning.choose import MATERIAL, choose, material_spreads
+
+    from stratos_agent.spec import Constraints, DistillationSpec
+
+    front = np.array([[0.0, 180.0, -0.12, 0.009],   # 6.3M student, 500 examples: fast probe, learns little
+                      [0.0, 505.0, -0.32, 0.11]])   # 2.4M student, 48,000 examples: a slow probe round
+    assert choose(front, "balanced")[0] == 0  # the range stretched 325 ms to the full accuracy range
+    spec = DistillationSpec(task="mahjong", constraints=Constraints(budget_usd=20, p95_latency_ms=2000))
+    assert material_spreads(spec)[1] == 2000 and choose(front, "balanced", material_spreads(spec))[0] == 1
+    # under a tight target the gap stays material: at 600 ms the 325 ms are over half the allowance, and
+    # a user who asks for speed gets the fast student
+    tight = spec.model_copy(update={"constraints": Constraints(budget_usd=20, p95_latency_ms=600)})
+    assert choose(front, "faster", material_spreads(tight))[0] == 0
+    assert (material_spreads(DistillationSpec(task="mahjong")) == MATERIAL).all()  # no target: the floors

@@ -9,8 +9,8 @@ answers real prompts through the same load test the deployed endpoint gets after
 (tools/load_test.py: same warm-up, request count and concurrency), each answer forced to the length of a
 real answer in the student's tokenizer (the distribution of tools/request_shape.answer_lengths, not its
 p95: forcing every answer to the p95 times longer answers than the trained student gives). Cached per
-hardware fingerprint + model + forced length distribution + request count + concurrency + engine; the
-machine's load is recorded.
+hardware fingerprint + model + forced length distribution + request count and rounds + concurrency +
+engine, for PROBE_MAX_AGE_H; the machine's load is recorded.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from stratos_agent.tools.load_test import LOAD_TEST_REQUESTS, load_test
+from stratos_agent.tools.load_test import LOAD_TEST_REQUESTS, LOAD_TEST_ROUNDS, load_test
 from stratos_agent.tools.machine_peaks import hardware_fingerprint
 from stratos_agent.tools.request_shape import answer_lengths, answer_p95
 
@@ -39,8 +39,12 @@ from stratos_agent.tasks.recipes import recipe_for
 
 PROBE_REQUESTS = LOAD_TEST_REQUESTS  # policy: as many as the load test after deploy, so both p95s read alike
 # policy: a plan waits about a minute for the timed requests, whatever the machine's load (the load test
-# after deploy has no budget, so it runs at least as many requests as the probe)
+# after deploy has twice this budget, load_test.DEPLOYED_BUDGET_S, so it runs at least as many requests)
 PROBE_BUDGET_S = 60.0
+# policy: a cached probe older than this is measured again. This machine's latency drifts over a day: the
+# same trained micro student's p95 read 150-195 ms at 11:40 and 260-630 ms at 16:50 (2 cores shared with
+# the host); a plan for a run that deploys within the hour should read the machine as it is now
+PROBE_MAX_AGE_H = 1.0
 ENGINE = "vllm"
 ENV_SWITCH = "STRATOS_LATENCY_PROBE"  # "0": plan with the roofline only (fast tests, no engine here)
 
@@ -58,14 +62,24 @@ def _probe_path(model: str, lengths: Sequence[int], concurrency: int, requests: 
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
     # the forced lengths as a multiset: another answer notation or tokenizer is another probe
     digest = hashlib.sha256(",".join(map(str, sorted(lengths))).encode()).hexdigest()[:12]
-    name = f"{safe}-len{digest}-n{requests}-c{concurrency}-{ENGINE}-{hardware}.json"
+    name = f"{safe}-len{digest}-n{requests}-r{LOAD_TEST_ROUNDS}-c{concurrency}-{ENGINE}-{hardware}.json"
     return get_settings().cache_dir / "latency-probe" / name
+
+
+def is_fresh(probe: LatencyProbe, now: datetime | None = None) -> bool:
+    """Whether `probe` was measured within PROBE_MAX_AGE_H."""
+    age = (now or datetime.now(UTC)) - datetime.fromisoformat(probe.measured_at)
+    return age <= timedelta(hours=PROBE_MAX_AGE_H)
 
 
 def cached_probe(model: str, lengths: Sequence[int], concurrency: int,
                  requests: int = PROBE_REQUESTS) -> LatencyProbe | None:
+    """The cached probe of `model` at this shape, or None (never measured, or older than PROBE_MAX_AGE_H)."""
     path = _probe_path(model, lengths, concurrency, requests, hardware_fingerprint(_threads()).key)
-    return LatencyProbe.model_validate_json(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    probe = LatencyProbe.model_validate_json(path.read_text())
+    return probe if is_fresh(probe) else None
 
 
 def _threads() -> int | None:
@@ -115,8 +129,8 @@ def probe_student(task: str, model: str, *, concurrency: int, output_tokens: int
         raise ServiceError(f"every request of the latency probe of {model} failed (server log: {dep.log_path})")
     probe = LatencyProbe(
         model=model, engine=ENGINE, hardware=fp.key, concurrency=concurrency, output_tokens=answer_p95(lengths),
-        prompt_tokens=test.prompt_tokens, requests=test.requests, errors=test.errors, p50_ms=test.p50_ms,
-        p95_ms=test.p95_ms, load_avg=round(os.getloadavg()[0], 2),
+        prompt_tokens=test.prompt_tokens, requests=test.requests, rounds=test.rounds,
+        round_p95_ms=test.round_p95_ms, errors=test.errors, p50_ms=test.p50_ms, p95_ms=test.p95_ms, load_avg=round(os.getloadavg()[0], 2),
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     write_text_atomic(_probe_path(model, lengths, concurrency, requests, fp.key),

@@ -21,6 +21,24 @@ def fmt_ms(ms: float | None) -> str:
     return f"{ms / 1000:,.0f} s" if ms >= 10_000 and ms % 1000 == 0 else f"{ms:,.0f} ms"
 
 
+def rounds_text(round_p95_ms: list[float]) -> str:
+    """How far a multi-round load test's p95s spread, e.g. 'median of 3 rounds: 267-415 ms'; '' for one
+    round. On a shared machine the spread says how much a single p95 can be trusted."""
+    if len(round_p95_ms) < 2:
+        return ""
+    return f"median of {len(round_p95_ms)} rounds: {min(round_p95_ms):,.0f}-{max(round_p95_ms):,.0f} ms"
+
+
+def planned_p95_text(plan: Plan) -> str:
+    """The chosen point's p95 with where it came from, e.g. '505 ms (measured; median of 3 rounds: 329-583 ms)'."""
+    point = plan.chosen
+    if point is None:
+        return "-"
+    probe = next((p for p in plan.latency_probes if p.model == point.student), None)
+    how = [point.latency_source, rounds_text(probe.round_p95_ms) if probe and point.latency_source == "measured" else ""]
+    return f"{fmt_ms(point.p95_ms)} ({'; '.join(filter(None, how))})"
+
+
 def fmt_pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -82,11 +100,12 @@ def outcome_lines(state: Mapping[str, Any]) -> list[str]:
     if deployment is not None:
         measured = deployment.load_test
         point = plan.chosen if plan else None
-        planned = f"{fmt_ms(point.p95_ms)} ({point.latency_source})" if point else "-"
+        planned = planned_p95_text(plan) if plan else "-"
         if point and measured and point.p95_ms:
             planned += f", endpoint/plan {measured.p95_ms / point.p95_ms:.2f}x"
+        spread = f" ({rounds_text(measured.round_p95_ms)})" if measured and len(measured.round_p95_ms) > 1 else ""
         lines.append(f"Endpoint: {deployment.base_url} (model {deployment.model}); p95 measured "
-                     f"{fmt_ms(measured.p95_ms if measured else None)} at concurrency "
+                     f"{fmt_ms(measured.p95_ms if measured else None)}{spread} at concurrency "
                      f"{measured.concurrency if measured else '-'}, planned {planned}, target "
                      f"{fmt_ms(spec.constraints.p95_latency_ms if spec else None)}.")
     elif goal is not None and not goal.met:

@@ -86,10 +86,12 @@ class SmokeResult(BaseModel):
 class LoadTest(BaseModel):
     """Latency of a live endpoint under the spec's concurrency, with the task's real prompts."""
 
-    requests: int
+    requests: int = Field(description="Timed requests, all rounds together.")
+    rounds: int = Field(default=1, description="Rounds of requests / rounds each; p50/p95 are their medians.")
     concurrency: int
     p50_ms: float
     p95_ms: float
+    round_p95_ms: list[float] = Field(default_factory=list, description="Each round's own p95.")
     errors: int = 0
     prompt_tokens: float | None = Field(default=None, description="Mean prompt tokens the server reported.")
     output_tokens: float | None = Field(default=None, description="Mean completion tokens the server reported.")

@@ -141,7 +141,9 @@ class LatencyProbe(BaseModel):
     concurrency: int
     output_tokens: int = Field(description="Completion tokens forced per request (the student's answer p95).")
     prompt_tokens: float | None = Field(default=None, description="Mean prompt tokens the server reported.")
-    requests: int
+    requests: int = Field(description="Timed requests, all rounds together.")
+    rounds: int = Field(default=1, description="Rounds of requests / rounds each; p50/p95 are their medians.")
+    round_p95_ms: list[float] = Field(default_factory=list, description="Each round's own p95.")
     errors: int = 0
     p50_ms: float
     p95_ms: float
