@@ -190,8 +190,9 @@ def test_a_probe_older_than_its_max_age_is_measured_again(tmp_path, probe_server
 
 
 def test_the_outcome_shows_how_far_the_rounds_spread():
-    from stratos_agent.tools.outcome import planned_p95_text, rounds_text
+    from stratos_agent.tools.outcome import outcome_lines, planned_p95_text, rounds_text
 
+    from stratos_agent.records.deployment import LoadTest
     from stratos_agent.records.plans import Plan
     from stratos_agent.records.servers import LatencyProbe
 
@@ -207,3 +208,12 @@ def test_the_outcome_shows_how_far_the_rounds_spread():
                                latency_probes=[probe])
     assert planned_p95_text(modelled) == "577 ms (modelled)"  # a probe of another shape is not this figure
     assert planned_p95_text(Plan.model_construct(chosen=None)) == "-"
+
+    # the endpoint line: the deployed test's own spread next to the plan's
+    deployed = LoadTest(requests=768, rounds=3, concurrency=4, p50_ms=120.0, p95_ms=310.4,
+                        round_p95_ms=[267.1, 415.3, 310.4], wall_s=21.7)
+    dep = SimpleNamespace(base_url="http://127.0.0.1:8000/v1", model="s", load_test=deployed)
+    [line] = [x for x in outcome_lines({"plan": SimpleNamespace(feasible=True, **vars(plan)), "deployment": dep})
+              if x.startswith("Endpoint:")]
+    assert "p95 measured 310 ms (median of 3 rounds: 267-415 ms) at concurrency 4" in line
+    assert "planned 505 ms (measured; median of 3 rounds: 329-582 ms), endpoint/plan 0.61x" in line

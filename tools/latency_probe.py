@@ -130,7 +130,8 @@ def probe_student(task: str, model: str, *, concurrency: int, output_tokens: int
     probe = LatencyProbe(
         model=model, engine=ENGINE, hardware=fp.key, concurrency=concurrency, output_tokens=answer_p95(lengths),
         prompt_tokens=test.prompt_tokens, requests=test.requests, rounds=test.rounds,
-        round_p95_ms=test.round_p95_ms, errors=test.errors, p50_ms=test.p50_ms, p95_ms=test.p95_ms, load_avg=round(os.getloadavg()[0], 2),
+        round_p95_ms=test.round_p95_ms, errors=test.errors, p50_ms=test.p50_ms, p95_ms=test.p95_ms,
+        load_avg=round(os.getloadavg()[0], 2),
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     write_text_atomic(_probe_path(model, lengths, concurrency, requests, fp.key),

@@ -128,7 +128,7 @@ def load_test(
         rounds, requests = budgeted_rounds(requests, rounds, pace, time_budget_s if warmup else None)
         start = time.perf_counter()
         # other prompts each round, so no round reads another's prefix cache (the warm-up took seed + 1)
-        round_seeds = [seed] + [seed + 1 + r for r in range(1, rounds)]
+        round_seeds = [seed, *range(seed + 2, seed + 1 + rounds)]
         results = [list(pool.map(one, batch(requests, s))) for s in round_seeds]
         wall = time.perf_counter() - start
     ok = [r for one_round in results for r in one_round if r is not None]

@@ -103,7 +103,7 @@ def outcome_lines(state: Mapping[str, Any]) -> list[str]:
         planned = planned_p95_text(plan) if plan else "-"
         if point and measured and point.p95_ms:
             planned += f", endpoint/plan {measured.p95_ms / point.p95_ms:.2f}x"
-        spread = f" ({rounds_text(measured.round_p95_ms)})" if measured and len(measured.round_p95_ms) > 1 else ""
+        spread = f" ({text})" if measured and (text := rounds_text(measured.round_p95_ms)) else ""
         lines.append(f"Endpoint: {deployment.base_url} (model {deployment.model}); p95 measured "
                      f"{fmt_ms(measured.p95_ms if measured else None)}{spread} at concurrency "
                      f"{measured.concurrency if measured else '-'}, planned {planned}, target "
