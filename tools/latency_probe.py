@@ -10,7 +10,7 @@ answers real prompts through the same load test the deployed endpoint gets after
 real answer in the student's tokenizer (the distribution of tools/request_shape.answer_lengths, not its
 p95: forcing every answer to the p95 times longer answers than the trained student gives). Cached per
 hardware fingerprint + model + forced length distribution + request count and rounds + concurrency +
-engine, for PROBE_MAX_AGE_H; the machine's load is recorded.
+engine and its CPU executor, for PROBE_MAX_AGE_H; the machine's load is recorded.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from stratos_agent.tools.engine_launch import CPU_EXECUTOR
 from stratos_agent.tools.load_test import LOAD_TEST_REQUESTS, LOAD_TEST_ROUNDS, load_test
 from stratos_agent.tools.machine_peaks import hardware_fingerprint
 from stratos_agent.tools.request_shape import answer_lengths, answer_p95
@@ -62,7 +63,7 @@ def _probe_path(model: str, lengths: Sequence[int], concurrency: int, requests: 
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
     # the forced lengths as a multiset: another answer notation or tokenizer is another probe
     digest = hashlib.sha256(",".join(map(str, sorted(lengths))).encode()).hexdigest()[:12]
-    name = f"{safe}-len{digest}-n{requests}-r{LOAD_TEST_ROUNDS}-c{concurrency}-{ENGINE}-{hardware}.json"
+    name = f"{safe}-len{digest}-n{requests}-r{LOAD_TEST_ROUNDS}-c{concurrency}-{ENGINE}-{CPU_EXECUTOR}-{hardware}.json"
     return get_settings().cache_dir / "latency-probe" / name
 
 
