@@ -82,3 +82,41 @@ def test_vllm_generates_exactly_the_forced_lengths():
     finally:
         deploy.stop_deployment(dep)
     assert test.errors == 0 and test.output_tokens == pytest.approx(sum(lengths) / len(lengths))
+
+
+def test_each_process_probes_on_its_own_server(tmp_path, monkeypatch):
+    """Two runs probing one student at once must not share a server: the second would reuse the first's
+    (and stop it when done) or, starting in the same folder, stop it as a stale leftover."""
+    import os
+    import types
+
+    from stratos_agent.tools import deploy
+
+    from stratos_agent.records.deployment import LoadTest
+    from stratos_agent.settings import get_settings
+
+    monkeypatch.setenv("STRATOS_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    started = []
+
+    def fake_deploy(folder, *, name, state_dir, **_):
+        state_dir.mkdir(parents=True)
+        started.append((name, state_dir))
+        return types.SimpleNamespace(base_url="http://x/v1", model=name, log_path=str(state_dir / "server.log"))
+
+    failing = {"errors": 0}
+    monkeypatch.setattr(deploy, "deploy_local", fake_deploy)
+    monkeypatch.setattr(deploy, "stop_deployment", lambda dep: dep)
+    monkeypatch.setattr(latency_probe, "forced_load_test", lambda dep, pack, **kw: LoadTest(
+        requests=64, concurrency=2, p50_ms=20.0, p95_ms=40.0, errors=failing["errors"], wall_s=1.0))
+    try:
+        probe = latency_probe.probe_student("mahjong", "mahjong-micro-2m", concurrency=2, refresh=True)
+        (name, state), = started
+        assert name.endswith(f"-{os.getpid()}") and state.name == name and probe.p95_ms == 40.0
+        assert not state.exists()  # a probe that answered leaves no server folder behind
+        failing["errors"] = 64
+        with pytest.raises(Exception, match="every request of the latency probe"):
+            latency_probe.probe_student("mahjong", "mahjong-micro-2m", concurrency=2, refresh=True)
+        assert started[-1][1].exists()  # a failed one keeps its log for the message
+    finally:
+        get_settings.cache_clear()

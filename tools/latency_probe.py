@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +33,7 @@ from stratos_agent.errors import ServiceError
 from stratos_agent.files import write_text_atomic
 from stratos_agent.models import local_model_path
 from stratos_agent.models.micro import pack_for_model
-from stratos_agent.records.deployment import Deployment, LoadTest
+from stratos_agent.records.deployment import Deployment, LatencyStats, LoadTest
 from stratos_agent.records.servers import LatencyProbe
 from stratos_agent.settings import get_settings
 from stratos_agent.tasks.base import TaskPack
@@ -118,9 +119,12 @@ def probe_student(task: str, model: str, *, concurrency: int, output_tokens: int
         return hit
     folder = local_model_path(model)
     fp = hardware_fingerprint(_threads())
-    state = get_settings().cache_dir / "latency-probe" / "server"
-    dep = deploy.deploy_local(folder, name=f"latency-probe-{re.sub(r'[^a-z0-9-]+', '-', model.lower())}",
-                              engine=ENGINE, task=task.split(":")[0], smoke=False, state_dir=state)
+    # one server per process: two runs probing the same student at once must neither reuse nor replace (stop)
+    # each other's server, which one shared name and folder did
+    name = f"latency-probe-{re.sub(r'[^a-z0-9-]+', '-', model.lower())}-{os.getpid()}"
+    state = get_settings().cache_dir / "latency-probe" / "server" / name
+    dep = deploy.deploy_local(folder, name=name, engine=ENGINE, task=task.split(":")[0], smoke=False,
+                              state_dir=state)
     try:
         test = forced_load_test(dep, probe_pack(task, folder), concurrency=concurrency, lengths=lengths,
                                 requests=requests)
@@ -128,11 +132,10 @@ def probe_student(task: str, model: str, *, concurrency: int, output_tokens: int
         deploy.stop_deployment(dep)
     if test.errors == test.requests:
         raise ServiceError(f"every request of the latency probe of {model} failed (server log: {dep.log_path})")
+    shutil.rmtree(state, ignore_errors=True)  # a failed start or probe keeps its log for the message above
     probe = LatencyProbe(
-        model=model, engine=ENGINE, hardware=fp.key, concurrency=concurrency, output_tokens=answer_p95(lengths),
-        prompt_tokens=test.prompt_tokens, requests=test.requests, rounds=test.rounds,
-        round_p95_ms=test.round_p95_ms, errors=test.errors, p50_ms=test.p50_ms, p95_ms=test.p95_ms,
-        load_avg=round(os.getloadavg()[0], 2),
+        **test.model_dump(include=set(LatencyStats.model_fields)), model=model, engine=ENGINE, hardware=fp.key,
+        output_tokens=answer_p95(lengths), load_avg=round(os.getloadavg()[0], 2),
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     write_text_atomic(_probe_path(model, lengths, concurrency, requests, fp.key),

@@ -83,8 +83,8 @@ class SmokeResult(BaseModel):
     error: SafeText | None = None
 
 
-class LoadTest(BaseModel):
-    """Latency of a live endpoint under the spec's concurrency, with the task's real prompts."""
+class LatencyStats(BaseModel):
+    """What a load test reads (tools/load_test.py), whether of a deployed endpoint or a plan's probe."""
 
     requests: int = Field(description="Timed requests, all rounds together.")
     rounds: int = Field(default=1, description="Rounds of requests / rounds each; p50/p95 are their medians.")
@@ -94,6 +94,11 @@ class LoadTest(BaseModel):
     round_p95_ms: list[float] = Field(default_factory=list, description="Each round's own p95.")
     errors: int = 0
     prompt_tokens: float | None = Field(default=None, description="Mean prompt tokens the server reported.")
+
+
+class LoadTest(LatencyStats):
+    """Latency of a live endpoint under the spec's concurrency, with the task's real prompts."""
+
     output_tokens: float | None = Field(default=None, description="Mean completion tokens the server reported.")
     wall_s: float
     load_avg: float | None = Field(default=None, description="1-minute load average right after the timed requests.")

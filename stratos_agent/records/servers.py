@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stratos_agent.records.deployment import LatencyStats
+
 Source = Literal["measured", "modelled"]
 
 
@@ -130,7 +132,7 @@ class RequestShape(BaseModel):
     source: str = Field(description="'task pack sample (n=64)', 'user spec', ...")
 
 
-class LatencyProbe(BaseModel):
+class LatencyProbe(LatencyStats):
     """The serving engine's own latency for a student on this machine: a short load test of the (untrained)
     student served as it will be deployed, with the task's real prompts and its answer length forced, at the
     spec's concurrency. Latency does not depend on the weights' values, so the untrained copy stands in."""
@@ -138,15 +140,7 @@ class LatencyProbe(BaseModel):
     model: str
     engine: str
     hardware: str = Field(description="Hardware fingerprint key (cores, threads, torch).")
-    concurrency: int
     output_tokens: int = Field(description="Completion tokens forced per request (the student's answer p95).")
-    prompt_tokens: float | None = Field(default=None, description="Mean prompt tokens the server reported.")
-    requests: int = Field(description="Timed requests, all rounds together.")
-    rounds: int = Field(default=1, description="Rounds of requests / rounds each; p50/p95 are their medians.")
-    round_p95_ms: list[float] = Field(default_factory=list, description="Each round's own p95.")
-    errors: int = 0
-    p50_ms: float
-    p95_ms: float
     load_avg: float = Field(description="1-minute load average when measured (2 cores: > 1 means contention).")
     measured_at: str
 
