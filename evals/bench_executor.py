@@ -1,8 +1,8 @@
 """vLLM-CPU executors: the model run in-process (Stratos' default) vs vLLM's default worker process.
 
-    .venv/bin/python evals/bench_executor.py --model runs/<run>/train/model        # ~6 minutes (micro student)
+    .venv/bin/python evals/bench_executor.py --model runs/<run>/train/model        # ~4 minutes (micro student)
     .venv/bin/python evals/bench_executor.py --model smollm2-135m --requests 64 --rounds 2 \\
-        --out evals/results/bench_executor_smollm2.json                            # ~15 minutes
+        --out evals/results/bench_executor_smollm2.json                            # ~5 minutes
 
 Both servers serve the same model (`deploy_local`, differing only in `cpu_executor`, see
 tools/engine_launch.CpuExecutor) and are load-tested the way a run tests its deployed endpoint
@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import get_args
 
-import psutil
 from _common import add_out, machine_info, make_parser, now, run_rounds, save_json
 from stratos_agent.tools import deploy
 from stratos_agent.tools.engine_launch import CpuExecutor, cpu_compute_threads
 from stratos_agent.tools.latency_probe import probe_pack
 from stratos_agent.tools.load_test import WARMUP_REQUESTS, load_test
+from stratos_agent.tools.server_process import group_members
 from stratos_agent.tools.serving_state import resolve_target
 
 from stratos_agent.records.deployment import Deployment, LoadTest
@@ -35,27 +35,24 @@ from stratos_agent.tasks.recipes import recipe_for
 
 
 def server_cpu_s(dep: Deployment) -> float:
-    """CPU seconds used so far by the server's process tree (API server, engine core, any worker)."""
-    root = psutil.Process(dep.pid)
-    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+    """CPU seconds used so far by the server's process group (API server, engine core, any worker)."""
+    return sum(sum(p.cpu_times()[:2]) for p in group_members(dep.pid, dep.process_started))
 
 
 def summarise(results: dict[str, list[dict]], cpu_s: dict[str, list[float]]) -> dict:
-    def per(role: str, key: str) -> list[float]:
-        return [r[key] for r in results[role]]
-
     out = {}
     for role, tests in results.items():
+        p95s = [r["p95_ms"] for r in tests]
         rounds = [p for r in tests for p in r["round_p95_ms"]]
         timed = sum(r["requests"] for r in tests)
         out[role] = {
-            "median_p50_ms": round(statistics.median(per(role, "p50_ms")), 1),
-            "median_p95_ms": round(statistics.median(per(role, "p95_ms")), 1),
-            "test_p95_range_ms": [min(per(role, "p95_ms")), max(per(role, "p95_ms"))],
+            "median_p50_ms": round(statistics.median(r["p50_ms"] for r in tests), 1),
+            "median_p95_ms": round(statistics.median(p95s), 1),
+            "test_p95_range_ms": [min(p95s), max(p95s)],
             "round_p95_range_ms": [min(rounds), max(rounds)],
             # max/min of the tests' p95s: how far two tests of one server disagree (the plan's 25% goal)
-            "test_p95_max_over_min": round(max(per(role, "p95_ms")) / min(per(role, "p95_ms")), 2),
-            "requests_per_s": round(timed / sum(per(role, "wall_s")), 2),
+            "test_p95_max_over_min": round(max(p95s) / min(p95s), 2),
+            "requests_per_s": round(timed / sum(r["wall_s"] for r in tests), 2),
             # warm-up requests included: they run on the server too
             "server_cpu_ms_per_request": round(1000 * sum(cpu_s[role]) / (timed + len(cpu_s[role]) * WARMUP_REQUESTS), 1),
         }
@@ -78,8 +75,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="Load tests of each executor, alternating.")
     add_out(parser, "bench_executor.json")
     args = parser.parse_args()
-    folder = resolve_target(args.model).model_path
-    pack, recipe = probe_pack(args.task, Path(folder)), recipe_for(args.task)
+    folder = Path(resolve_target(args.model).model_path)
+    pack, recipe = probe_pack(args.task, folder), recipe_for(args.task)
     started, deps = time.perf_counter(), {}
     cpu_s: dict[str, list[float]] = {executor: [] for executor in get_args(CpuExecutor)}
     try:

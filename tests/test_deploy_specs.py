@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import yaml
@@ -61,7 +60,13 @@ def test_vllm_cpu_command_is_small_and_keyless(pin_bf16):
     # the model runs in the engine-core process, on every core but the one left to the API server
     assert spec.argv[spec.argv.index("--distributed-executor-backend") + 1] == "uni"
     assert spec.env == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-                        "OMP_NUM_THREADS": str(max(1, len(os.sched_getaffinity(0)) - 1))}
+                        "OMP_NUM_THREADS": str(el.cpu_compute_threads())}
+
+
+@pytest.mark.parametrize(("cores", "threads"), [({0}, 1), ({0, 1}, 1), ({0, 1, 2, 3}, 3)])
+def test_the_in_process_model_leaves_one_core_to_the_api_server(monkeypatch, cores, threads):
+    monkeypatch.setattr(el.os, "sched_getaffinity", lambda pid: cores)
+    assert el.cpu_compute_threads() == threads
     with pytest.raises(ResourceError, match="needs GPUs"):
         el.vllm_launch("/m", served_model_name="s", device="cpu", tensor_parallel=2)
 

@@ -92,8 +92,9 @@ def local_device() -> Device:
 
 
 def cpu_compute_threads() -> int:
-    """The model's threads when vLLM-CPU runs it in-process: every allowed core but one, as vLLM's own
-    multiprocess binding does (it reserves a core for the API server and scheduler)."""
+    """The model's threads when vLLM-CPU runs it in-process. Policy, vLLM's own: its multiprocess binding
+    leaves one core to the API server and scheduler; here that is 1 thread, the setting both executors were
+    measured with (evals/bench_executor.py)."""
     return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
