@@ -169,3 +169,12 @@ def test_server_profiles_label_every_figure():
     one = profiles[0]
     assert set(one.decode_tok_s) == {1, 4, 8} and one.decode_tok_s[8].value > one.decode_tok_s[1].value
     assert "GB" in one.fit_reason and one.prefill_tok_s.unit == "tok/s"
+
+
+def test_teacher_data_is_priced_only_where_the_run_calls_the_teacher(plan):
+    # injection data comes from the task's solver (synth.choose_mode), so it costs nothing; alignment data is
+    # written by the priced teacher
+    injection = [p for p in plan.front if p.strategy == "injection"]
+    aligned = [p for p in plan.front if p.strategy != "injection"]
+    assert injection and all(p.cost_synthesis_usd == 0 for p in injection)
+    assert all(p.cost_synthesis_usd > 0 for p in aligned if not p.teacher.startswith("endpoint:"))

@@ -74,8 +74,8 @@ def decide_strategy(
         )
         reason = (
             f"teacher probe accuracy {probe_accuracy:.0%} is {weak} and the task has answers known by "
-            "construction: inject knowledge (reverse synthesis: solver labels + teacher rationale, then GRPO "
-            "with the verifier as reward)"
+            "construction: inject knowledge (reverse synthesis: the task's solver writes verified answers and "
+            "their rationales, no teacher call; the student learns them by SFT)"
         )
     else:
         strategy = "alignment-seq"

@@ -35,14 +35,25 @@ RATIONALE_TOKENS = 256  # one synthesised completion (tools/synth.py default max
 # and adapter states (~2% of params x 16 B).
 TRAIN_BYTES_FULL = 16.0
 TRAIN_BYTES_LORA = 2.0 + 0.02 * 16.0
-# Reverse synthesis hands the teacher the answer, so at least half its rationales verify (assumption);
-# forward synthesis keeps a fraction = probe accuracy.
+# Teacher-mode (reverse) synthesis hands the teacher the answer, so at least half its rationales verify
+# (assumption); forward synthesis keeps a fraction = probe accuracy; the solver (knowledge injection) calls no
+# teacher at all, so its data costs nothing.
 REVERSE_MIN_YIELD = 0.5
 DEFAULT_LORA_RANKS = (0, 8, 16, 64)
 # Rows to synthesise (x EPOCHS examples trained). The large sizes (48,000 and 96,000 examples) are for
 # students that see a hundred examples a second or more (a micro student on 2 cores: ~4-14 minutes);
 # deadline and budget drop them for the rest.
 DEFAULT_DATA_SIZES = (500, 2000, 8000, 16000, 32000)
+
+
+def synthesis_modes(pairs: list[PairScore]) -> np.ndarray:
+    """[pair, strategy code] -> how the run would make that plan's data (tools/synth.choose_mode): the same
+    rule the run applies, fed the teacher's probe only where one ran (as the run's pair table has it)."""
+    from stratos_agent.tools.synth import choose_mode
+
+    strategies = sorted(STRATEGY_CODES, key=STRATEGY_CODES.__getitem__)
+    return np.array([[choose_mode(name, pr.teacher, pr.probe_accuracy if pr.probe_source == "measured" else None)
+                      for name in strategies] for pr in pairs])
 
 
 @dataclass
@@ -133,7 +144,6 @@ def evaluate_candidates(
     probe = np.array([pr.probe_accuracy for pr in pairs])[p]
     t_usd = np.array([inputs.teacher_usd_per_1k.get(pr.teacher, 0.0) for pr in pairs])[p]
     lora = r > 0
-    inj = s == STRATEGY_CODES["injection"]
     logit = s == STRATEGY_CODES["alignment-logit"]
 
     tokens = n * EPOCHS * (spec.traffic.prompt_tokens + RATIONALE_TOKENS)
@@ -157,8 +167,10 @@ def evaluate_candidates(
         a["is_gpu"][o], roofline.GPU_MEMORY_UTILISATION, roofline.CPU_MEMORY_UTILISATION
     )
     cost_train = hours * a["price"][o]
-    yield_ = np.clip(np.where(inj, np.maximum(probe, REVERSE_MIN_YIELD), probe), 0.02, 1.0)
-    cost_synth = n * RATIONALE_TOKENS / yield_ / 1000 * t_usd
+    # the data the run makes, priced as it is made (synth.choose_mode, which the run's synthesis calls)
+    mode = synthesis_modes(pairs)[p, s]
+    yield_ = np.clip(np.where(mode == "teacher", np.maximum(probe, REVERSE_MIN_YIELD), probe), 0.02, 1.0)
+    cost_synth = np.where(mode == "solver", 0.0, n * RATIONALE_TOKENS / yield_ / 1000 * t_usd)
     cost_serve = table.cost_usd[o, stud]
     cap = capacity(sp, inputs.task.difficulty)
     prior = expected_accuracy(s, probe, cap, n, r, inputs.task.difficulty)
