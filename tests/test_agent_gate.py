@@ -13,7 +13,8 @@ from langgraph.types import RetryPolicy
 from stratos_agent.graphs.adapters import default_toolset
 from stratos_agent.graphs.execution import is_transient
 from stratos_agent.graphs.session import AgentSession
-from stratos_agent.tools.goal import check_goal
+from stratos_agent.tools.evaluate import wilson
+from stratos_agent.tools.goal import check_goal, gate_floor
 from support.doubles import comparison, doubles, eval_report, point, student
 
 from stratos_agent.records.evaluation import BaselineScore, Comparison, Proportion
@@ -51,6 +52,14 @@ def test_default_goal_is_beating_every_baseline_and_the_teacher() -> None:
     assert not slow.met and "over the target of 300 ms" in slow.reasons[-1]
     floor = DistillationSpec(task="mahjong", constraints={"budget_usd": 20, "min_accuracy": 0.4})
     assert not check_goal(floor, scored(0.34), point()).met and check_goal(floor, scored(0.41), point()).met
+
+
+def test_the_plans_floor_is_the_lowest_score_whose_lower_bound_clears_the_best_baseline() -> None:
+    floor = gate_floor("mahjong", 100)
+    assert floor is not None and floor.baseline == "empty answer" and 0.05 < floor.baseline_accuracy < 0.2
+    k = round(floor.accuracy * 100)
+    assert wilson(k, 100).low > floor.baseline_accuracy >= wilson(k - 1, 100).low
+    assert gate_floor("mahjong", 400).accuracy < floor.accuracy  # a bigger hold-out asks less above the baseline
 
 
 def test_yes_never_deploys_a_student_below_the_baseline(runs_dir: Path) -> None:

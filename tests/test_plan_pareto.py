@@ -96,3 +96,24 @@ def test_a_latency_gap_is_weighed_against_the_users_p95_target():
     tight = spec.model_copy(update={"constraints": Constraints(budget_usd=20, p95_latency_ms=600)})
     assert choose(front, "faster", material_spreads(tight))[0] == 0
     assert (material_spreads(DistillationSpec(task="mahjong")) == MATERIAL).all()  # no target: the floors
+
+
+def test_the_default_goal_keeps_the_choice_among_plans_expected_to_pass_the_gate():
+    """The quoted "$50, p95 under 500 ms" front: (cost, p95 ms, -accuracy, hours)."""
+    from stratos_agent.tools.goal import GateFloor
+    from stratos_agent.tools.planning.choose import choose, gate_pool
+
+    front = np.array([[0.02, 131.0, -0.067, 0.001],
+                      [0.07, 131.0, -0.088, 0.005],   # the knee alone: 9% expected, under the empty answer
+                      [0.26, 131.0, -0.161, 0.02],
+                      [1.06, 131.0, -0.46, 0.08]])
+    assert choose(front, "balanced")[0] == 1
+    floor = GateFloor(baseline="empty answer", baseline_accuracy=0.12, n=100, accuracy=0.2)
+    pool, how = gate_pool(front, floor)
+    assert pool.tolist() == [False, False, False, True] and "only the 1 expected to pass the result gate" in how
+    assert "at least 20.0% exact" in how and "empty answer at 12.0%" in how
+    # nobody expected to pass: the whole front stays open, and the plan says so
+    pool, how = gate_pool(front[:3], floor)
+    assert pool.all() and how.startswith("; none is expected to pass")
+    pool, how = gate_pool(front, None)  # a stated min_accuracy: no default goal to keep
+    assert pool.all() and how == ""

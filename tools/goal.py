@@ -10,6 +10,8 @@ and the last round helped; otherwise stop before deploying, with the reasons.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from stratos_agent.tools.outcome import fmt_ms, fmt_pct
@@ -18,12 +20,54 @@ from stratos_agent.records.evaluation import Adaptation, BaselineScore, Comparis
 from stratos_agent.records.plans import PlanPoint
 from stratos_agent.spec import DistillationSpec
 
+# items the plan scores the trivial baselines on, in the even mix the run's hold-out has (constant answers:
+# scoring 1,000 Mahjong hands takes milliseconds)
+BASELINE_SAMPLE = 1000
 MAX_ROUNDS = 2  # adaptation rounds after the planned training: each costs as much as the first
 MIN_GAIN = 0.01  # a round that moved exact match by less than a point is not worth repeating
 
 
 def best_baseline(result: Comparison) -> BaselineScore | None:
     return max(result.baselines, key=lambda b: b.exact_match.value, default=None)
+
+
+@dataclass(frozen=True)
+class GateFloor:
+    """What the default goal asks of a plan before anything is trained: the lowest exact match whose 95%
+    lower bound on `n` hold-out items is above the best trivial baseline (the test `check_goal` applies)."""
+
+    baseline: str
+    baseline_accuracy: float
+    n: int
+    accuracy: float
+
+    def text(self) -> str:
+        return (f"at least {fmt_pct(self.accuracy)} exact, so that the 95% lower bound on {self.n} hold-out items "
+                f"clears the best trivial baseline, {self.baseline} at {fmt_pct(self.baseline_accuracy)}")
+
+
+@lru_cache(maxsize=16)  # a plan gathers its inputs up to four times
+def gate_floor(task: str, holdout_n: int) -> GateFloor | None:
+    """The default goal's floor for `task`, its baselines scored on BASELINE_SAMPLE fresh items of the run's
+    hold-out mix (even over the difficulty buckets where the pack has them); None where the pack cannot
+    draw items (a dataset-backed task) or has no trivial answer."""
+    from stratos_agent.tools.evaluate import baselines, wilson
+
+    from stratos_agent.errors import InputError
+    from stratos_agent.tasks import get_task_pack
+    from stratos_agent.tasks.base import EVEN
+
+    try:
+        pack = get_task_pack(task)
+        items = pack.sample(BASELINE_SAMPLE, seed=1, distribution=EVEN if pack.difficulty_buckets else None)
+    except (InputError, NotImplementedError):
+        return None
+    best = max(baselines(pack, items), key=lambda b: b.exact_match.value, default=None)
+    if best is None:
+        return None
+    value = best.exact_match.value
+    k = next((k for k in range(holdout_n + 1) if wilson(k, holdout_n).low > value), holdout_n)
+    return GateFloor(baseline=best.name, baseline_accuracy=value, n=holdout_n, accuracy=k / holdout_n)
 
 
 def natural_check(result: Comparison) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import numpy as np
 from stratos_agent.tools import pareto
 from stratos_agent.tools.calibration import SOURCES
+from stratos_agent.tools.goal import GateFloor
 from stratos_agent.tools.pairing import STRATEGY_CODES, score_pairs
 from stratos_agent.tools.planning.explain import explain, why_infeasible
 from stratos_agent.tools.planning.grid import (
@@ -107,6 +108,20 @@ def choose(F_front: np.ndarray, preference: str, material: np.ndarray = MATERIAL
     return pareto.weighted_index(F_front, np.array(weights), material), f"preference '{preference}'"
 
 
+def gate_pool(F_front: np.ndarray, floor: GateFloor | None) -> tuple[np.ndarray, str]:
+    """(mask of the front points the knee or the preference may choose, what that adds to the plan's 'how').
+    Under the default goal only points expected to pass the result gate, when any is: a plan expected below
+    it would be trained, then stopped before deploying (the quoted "$50, p95 under 500 ms" request once
+    chose a 2,000-example student expected at 9%, under the empty answer's 12%)."""
+    everyone = np.ones(len(F_front), dtype=bool)
+    if floor is None:
+        return everyone, ""
+    passing = -F_front[:, OBJECTIVES.index("accuracy")] >= floor.accuracy
+    if not passing.any():
+        return everyone, f"; none is expected to pass the result gate ({floor.text()})"
+    return passing, f"; only the {int(passing.sum())} expected to pass the result gate ({floor.text()})"
+
+
 def make_plan(
     spec: DistillationSpec,
     inputs: PlanningInputs,
@@ -149,7 +164,9 @@ def make_plan(
             **common,
         )
     front_idx = front_indices(cands.F, sc.ok)
-    k, how = choose(cands.F[front_idx], spec.preference, material_spreads(spec))
+    pool, gate_how = gate_pool(cands.F[front_idx], inputs.gate_floor)
+    sub, how = choose(cands.F[front_idx[pool]], spec.preference, material_spreads(spec))
+    k, how = int(np.flatnonzero(pool)[sub]), how + gate_how
     order = np.argsort(cands.F[front_idx, 0])[:MAX_FRONT_RECORDS]
     if k not in order:
         order = np.append(order, k)

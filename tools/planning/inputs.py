@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from stratos_agent.tools import roofline
+from stratos_agent.tools.goal import GateFloor, gate_floor
 from stratos_agent.tools.pairing import TaskProfile, endpoint_usd_per_1k, model_shape, task_profile
 from stratos_agent.tools.roofline import Efficiency, ModelShape
 
@@ -18,6 +19,7 @@ from stratos_agent.errors import InputError
 from stratos_agent.models.candidate import ModelCandidate
 from stratos_agent.records.servers import BenchResult, LatencyProbe, RequestShape, ServerOffer
 from stratos_agent.spec import DistillationSpec
+from stratos_agent.tasks.recipes import local_sizes
 
 # CPU defaults before `stratos bench-servers` has measured this machine (then `calibrate` replaces them).
 CPU_DEFAULT = Efficiency(
@@ -51,6 +53,7 @@ class PlanningInputs:
     local_hardware: str | None = None  # HardwareFingerprint.key of this machine (calibration store lookups)
     latency_probes: dict[str, LatencyProbe] = field(default_factory=dict)  # student id -> served p95 here
     request_shapes: dict[str, RequestShape] = field(default_factory=dict)  # student id -> its own shape
+    gate_floor: GateFloor | None = None  # the default goal's floor (tools/goal.py); None under min_accuracy
 
 
 def _gpu_efficiency(offer: ServerOffer, results: list[BenchResult]) -> Efficiency:
@@ -175,6 +178,7 @@ def gather_inputs(
         local_hardware=local_hardware,
         latency_probes=dict(latency_probes or {}) if local_hardware else {},
         request_shapes=dict(request_shapes or {}),
+        gate_floor=None if spec.constraints.min_accuracy is not None else gate_floor(spec.task, local_sizes().eval_n),
     )
     inputs.teacher_usd_per_1k = {t.id: teacher_usd_per_1k(t, inputs) for t in teachers}
     return inputs
