@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +38,25 @@ def add_out(parser: argparse.ArgumentParser, filename: str) -> None:
     """`--out PATH`: where the result JSON goes (default `evals/results/<filename>`)."""
     parser.add_argument("--out", type=Path, default=RESULTS / filename,
                         help=f"result JSON (default: evals/results/{filename})")
+
+
+
+def add_served_model(parser: argparse.ArgumentParser) -> None:
+    """`--model`, `--task`, `--concurrency`: a model served and load-tested the way a run tests its endpoint."""
+    parser.add_argument("--model", required=True, help="A model folder (runs/<run>/train/model) or a registry id.")
+    parser.add_argument("--task", default="mahjong")
+    parser.add_argument("--concurrency", type=int, default=4)
+
+
+def served_model(args: argparse.Namespace) -> tuple[Path, Any, Any]:
+    """(`--model`'s folder, the task pack whose prompts it reads, the task's recipe)."""
+    from stratos_agent.tools.latency_probe import probe_pack
+    from stratos_agent.tools.serving_state import resolve_target
+
+    from stratos_agent.tasks.recipes import recipe_for
+
+    folder = Path(resolve_target(args.model).model_path)
+    return folder, probe_pack(args.task, folder), recipe_for(args.task)
 
 
 def add_threads(parser: argparse.ArgumentParser, default: int = 1) -> None:
@@ -117,6 +137,15 @@ def run_rounds(tests: dict[str, Callable[[], Any]], rounds: int) -> dict[str, li
             print(f"round {i + 1} {role}: p50 {result.p50_ms} ms, p95 {result.p95_ms} ms, "
                   f"{result.output_tokens:.2f} tokens, {result.wall_s} s, load {load}", flush=True)
     return results
+
+
+
+def p95_spread(tests: list[dict]) -> dict[str, Any]:
+    """How a role's load tests (`run_rounds` results) read p95: their median, range and max/min (how far two
+    tests of one server disagree: the plan-vs-deployed goal is 25%)."""
+    p95s = [r["p95_ms"] for r in tests]
+    return {"median_p95_ms": round(statistics.median(p95s), 1), "test_p95_range_ms": [min(p95s), max(p95s)],
+            "test_p95_max_over_min": round(max(p95s) / min(p95s), 2)}
 
 
 # --- saving ----------------------------------------------------------------------------------------

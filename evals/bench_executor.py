@@ -19,19 +19,25 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from pathlib import Path
 from typing import get_args
 
-from _common import add_out, machine_info, make_parser, now, run_rounds, save_json
+from _common import (
+    add_out,
+    add_served_model,
+    machine_info,
+    make_parser,
+    now,
+    p95_spread,
+    run_rounds,
+    save_json,
+    served_model,
+)
 from stratos_agent.tools import deploy
 from stratos_agent.tools.engine_launch import CpuExecutor, cpu_compute_threads
-from stratos_agent.tools.latency_probe import probe_pack
 from stratos_agent.tools.load_test import WARMUP_REQUESTS, load_test
 from stratos_agent.tools.server_process import group_members
-from stratos_agent.tools.serving_state import resolve_target
 
 from stratos_agent.records.deployment import Deployment, LoadTest
-from stratos_agent.tasks.recipes import recipe_for
 
 
 def server_cpu_s(dep: Deployment) -> float:
@@ -42,16 +48,12 @@ def server_cpu_s(dep: Deployment) -> float:
 def summarise(results: dict[str, list[dict]], cpu_s: dict[str, list[float]]) -> dict:
     out = {}
     for role, tests in results.items():
-        p95s = [r["p95_ms"] for r in tests]
         rounds = [p for r in tests for p in r["round_p95_ms"]]
         timed = sum(r["requests"] for r in tests)
         out[role] = {
             "median_p50_ms": round(statistics.median(r["p50_ms"] for r in tests), 1),
-            "median_p95_ms": round(statistics.median(p95s), 1),
-            "test_p95_range_ms": [min(p95s), max(p95s)],
+            **p95_spread(tests),
             "round_p95_range_ms": [min(rounds), max(rounds)],
-            # max/min of the tests' p95s: how far two tests of one server disagree (the plan's 25% goal)
-            "test_p95_max_over_min": round(max(p95s) / min(p95s), 2),
             "requests_per_s": round(timed / sum(r["wall_s"] for r in tests), 2),
             # warm-up requests included: they run on the server too
             "server_cpu_ms_per_request": round(1000 * sum(cpu_s[role]) / (timed + len(cpu_s[role]) * WARMUP_REQUESTS), 1),
@@ -68,15 +70,12 @@ def summarise(results: dict[str, list[dict]], cpu_s: dict[str, list[float]]) -> 
 
 def main() -> None:
     parser = make_parser(__doc__)
-    parser.add_argument("--model", required=True, help="A model folder (runs/<run>/train/model) or a registry id.")
-    parser.add_argument("--task", default="mahjong")
-    parser.add_argument("--concurrency", type=int, default=4)
+    add_served_model(parser)
     parser.add_argument("--requests", type=int, default=256, help="Timed requests per round of a load test.")
     parser.add_argument("--rounds", type=int, default=4, help="Load tests of each executor, alternating.")
     add_out(parser, "bench_executor.json")
     args = parser.parse_args()
-    folder = Path(resolve_target(args.model).model_path)
-    pack, recipe = probe_pack(args.task, folder), recipe_for(args.task)
+    folder, pack, recipe = served_model(args)
     started, deps = time.perf_counter(), {}
     cpu_s: dict[str, list[float]] = {executor: [] for executor in get_args(CpuExecutor)}
     try:

@@ -24,17 +24,13 @@ import itertools
 import json
 import statistics
 import time
-from pathlib import Path
 
+import _common
 import numpy as np
-from _common import add_out, machine_info, make_parser, now, run_rounds, save_json
 from stratos_agent.tools import deploy
-from stratos_agent.tools.latency_probe import probe_pack
 from stratos_agent.tools.load_test import LOAD_TEST_ROUNDS, load_test
-from stratos_agent.tools.serving_state import resolve_target
 
 from stratos_agent.records.deployment import Deployment, LoadTest
-from stratos_agent.tasks.recipes import recipe_for
 
 AGREEMENT = 0.25  # the goal for plan vs deployed p95
 
@@ -59,12 +55,9 @@ def agreement(p95s: list[float]) -> float:
 def summarise(results: dict[str, list[dict]], compute: list[float]) -> dict:
     out: dict = {}
     for kind, tests in results.items():
-        p95s = [r["p95_ms"] for r in tests]
         out[kind] = {
-            "median_p95_ms": round(statistics.median(p95s), 1),
-            "test_p95_range_ms": [min(p95s), max(p95s)],
-            "test_p95_max_over_min": round(max(p95s) / min(p95s), 2),
-            "pairs_within_25pct": agreement(p95s),
+            **_common.p95_spread(tests),
+            "pairs_within_25pct": agreement([r["p95_ms"] for r in tests]),
             "seconds_per_test": round(statistics.median(r["wall_s"] for r in tests), 1),
         }
     out["compute_ops_per_s"] = {"median": statistics.median(compute), "range": [min(compute), max(compute)],
@@ -73,16 +66,13 @@ def summarise(results: dict[str, list[dict]], compute: list[float]) -> dict:
 
 
 def main() -> None:
-    parser = make_parser(__doc__)
-    parser.add_argument("--model", required=True, help="A model folder (runs/<run>/train/model) or a registry id.")
-    parser.add_argument("--task", default="mahjong")
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser = _common.make_parser(__doc__)
+    _common.add_served_model(parser)
     parser.add_argument("--rounds", type=int, default=6, help="Tests of each kind, the order rotating.")
     parser.add_argument("--long-factor", type=int, default=4, help="The long test's rounds / the standard test's.")
-    add_out(parser, "bench_latency_noise.json")
+    _common.add_out(parser, "bench_latency_noise.json")
     args = parser.parse_args()
-    folder = Path(resolve_target(args.model).model_path)
-    pack, recipe = probe_pack(args.task, folder), recipe_for(args.task)
+    folder, pack, recipe = _common.served_model(args)
     started, compute = time.perf_counter(), []
 
     def test(dep: Deployment, rounds: int = LOAD_TEST_ROUNDS) -> LoadTest:
@@ -102,17 +92,19 @@ def main() -> None:
 
     server = deploy.deploy_local(folder, name="bench-noise", smoke=False, task=args.task)
     try:
-        results = run_rounds({"standard": standard, "long": lambda: test(server, LOAD_TEST_ROUNDS * args.long_factor),
-                              "fresh": fresh}, args.rounds)
+        long = LOAD_TEST_ROUNDS * args.long_factor
+        results = _common.run_rounds({"standard": standard, "long": lambda: test(server, long), "fresh": fresh},
+                                     args.rounds)
     finally:
         deploy.stop_deployment(server)
     summary = summarise(results, compute)
     print(json.dumps(summary, indent=1))
-    save_json({"benchmark": "bench_latency_noise", "date": now(), "model": str(args.model), "task": args.task,
-               "concurrency": args.concurrency, "standard_rounds": LOAD_TEST_ROUNDS,
-               "long_rounds": LOAD_TEST_ROUNDS * args.long_factor, "results": results, "compute_ops_per_s": compute,
-               "summary": summary, "elapsed_s": round(time.perf_counter() - started, 1), "machine": machine_info()},
-              args.out)
+    _common.save_json({
+        "benchmark": "bench_latency_noise", "date": _common.now(), "model": str(args.model), "task": args.task,
+        "concurrency": args.concurrency, "standard_rounds": LOAD_TEST_ROUNDS, "long_rounds": long,
+        "results": results, "compute_ops_per_s": compute, "summary": summary,
+        "elapsed_s": round(time.perf_counter() - started, 1), "machine": _common.machine_info(),
+    }, args.out)
 
 
 if __name__ == "__main__":
