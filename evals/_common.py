@@ -40,7 +40,6 @@ def add_out(parser: argparse.ArgumentParser, filename: str) -> None:
                         help=f"result JSON (default: evals/results/{filename})")
 
 
-
 def add_served_model(parser: argparse.ArgumentParser) -> None:
     """`--model`, `--task`, `--concurrency`: a model served and load-tested the way a run tests its endpoint."""
     parser.add_argument("--model", required=True, help="A model folder (runs/<run>/train/model) or a registry id.")
@@ -137,7 +136,6 @@ def run_rounds(tests: dict[str, Callable[[], Any]], rounds: int) -> dict[str, li
             print(f"round {i + 1} {role}: p50 {result.p50_ms} ms, p95 {result.p95_ms} ms, "
                   f"{result.output_tokens:.2f} tokens, {result.wall_s} s, load {load}", flush=True)
     return results
-
 
 
 def p95_spread(tests: list[dict]) -> dict[str, Any]:

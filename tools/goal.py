@@ -10,6 +10,7 @@ and the last round helped; otherwise stop before deploying, with the reasons.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -27,8 +28,8 @@ MAX_ROUNDS = 2  # adaptation rounds after the planned training: each costs as mu
 MIN_GAIN = 0.01  # a round that moved exact match by less than a point is not worth repeating
 
 
-def best_baseline(result: Comparison) -> BaselineScore | None:
-    return max(result.baselines, key=lambda b: b.exact_match.value, default=None)
+def best_baseline(baselines: Sequence[BaselineScore]) -> BaselineScore | None:
+    return max(baselines, key=lambda b: b.exact_match.value, default=None)
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,8 @@ class GateFloor:
 @lru_cache(maxsize=16)  # a plan gathers its inputs up to four times
 def gate_floor(task: str, holdout_n: int) -> GateFloor | None:
     """The default goal's floor for `task`, its baselines scored on BASELINE_SAMPLE fresh items of the run's
-    hold-out mix (even over the difficulty buckets where the pack has them); None where the pack cannot
-    draw items (a dataset-backed task) or has no trivial answer."""
+    hold-out mix (even over the difficulty buckets where the pack has them); None where the task cannot
+    be sampled or has no trivial answer."""
     from stratos_agent.tools.evaluate import baselines, wilson
 
     from stratos_agent.errors import InputError
@@ -60,9 +61,9 @@ def gate_floor(task: str, holdout_n: int) -> GateFloor | None:
     try:
         pack = get_task_pack(task)
         items = pack.sample(BASELINE_SAMPLE, seed=1, distribution=EVEN if pack.difficulty_buckets else None)
-    except (InputError, NotImplementedError):
+    except InputError:
         return None
-    best = max(baselines(pack, items), key=lambda b: b.exact_match.value, default=None)
+    best = best_baseline(baselines(pack, items))
     if best is None:
         return None
     value = best.exact_match.value
@@ -76,7 +77,7 @@ def natural_check(result: Comparison) -> dict[str, Any]:
     if natural is None:
         return {}
     ci = natural.student.exact_match_ci
-    best = best_baseline(natural)
+    best = best_baseline(natural.baselines)
     best_value = best.exact_match.value if best else 0.0
     beats = ci.low > best_value
     reason = (f"natural mix: exact match {fmt_pct(ci.value)} (95% {fmt_pct(ci.low)}-{fmt_pct(ci.high)}, n={ci.n}), "
@@ -90,7 +91,7 @@ def natural_check(result: Comparison) -> dict[str, Any]:
 def check_goal(spec: DistillationSpec, result: Comparison, point: PlanPoint | None) -> GoalCheck:
     student = result.student
     ci = student.exact_match_ci
-    best = best_baseline(result)
+    best = best_baseline(result.baselines)
     best_value = best.exact_match.value if best else 0.0
     teacher = result.teacher.exact_match if result.teacher else None
     reasons: list[str] = []
